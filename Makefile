@@ -1,0 +1,55 @@
+# llmops — the two commands a newcomer needs: `make up` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+STAMP := $(VENV)/.setup-done
+MODEL_DIR := models/all-MiniLM-L6-v2
+
+.PHONY: setup up down test lint proto bench clean
+
+## setup: venv, dependencies (torch CPU first), generated code, model files, Triton runtime
+setup: $(STAMP) proto $(MODEL_DIR)/llmops_model.json .cache/triton/.installed
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The pinned CPU build first: anything looser pulls a ~5 GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[all]" --config-settings editable_mode=compat
+	# libs/ and services/ are import roots (packages `llmops`, `ingestion`, ...).
+	printf '%s\n' "$(CURDIR)/libs" "$(CURDIR)/services" > "$(SITE)/llmops-src.pth"
+	touch $@
+
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py
+
+$(MODEL_DIR)/llmops_model.json: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m embedding.export_model --out $(MODEL_DIR)
+
+.cache/triton/.installed: $(STAMP)
+	$(BIN)/python -c 'from pathlib import Path; from llmops.triton import install_runtime; install_runtime(Path(".cache/triton"))'
+
+## up: set up, then run the whole platform in the foreground (Ctrl-C stops it)
+up: setup
+	$(BIN)/llmops up
+
+down:
+	$(BIN)/llmops down
+
+## test: the whole suite (lint, types, contracts, unit, end-to-end) — what CI runs
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check libs services tests bench
+	$(BIN)/mypy libs services
+	$(BIN)/lint-imports
+
+bench: setup
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/retrieval.py
+
+clean:
+	rm -rf $(VENV) .cache models .llmops .pytest_cache .mypy_cache .ruff_cache libs/llmops/v1

@@ -1,0 +1,1 @@
+"""The NATS/JetStream layer: one topology, codecs, and the stage runner every consumer uses."""

@@ -1,0 +1,148 @@
+"""Every subject, stream, consumer and KV bucket of the platform, declared in one place.
+
+Streams are created (or updated) by `ensure_topology` at start-up by every
+service, so the order processes start in does not matter. Publishers use
+`Nats-Msg-Id` for de-duplication inside `DUPLICATE_WINDOW_S`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+# Subjects -------------------------------------------------------------------
+DOCS_INGEST = "llmops.docs.ingest"
+DOCS_DELETE = "llmops.docs.delete"
+DOCS_CHUNKED = "llmops.docs.chunked"
+DOCS_EMBEDDED = "llmops.docs.embedded"
+EVENTS = "llmops.events"
+DOCUMENT_EVENTS = f"{EVENTS}.document"  # .<status>
+DLQ = "llmops.dlq"  # .<stage>
+
+
+def dlq_subject(stage: str) -> str:
+    return f"{DLQ}.{stage}"
+
+
+def document_msg_id(subject: str, tenant: str, doc_id: str, version: int) -> str:
+    """`Nats-Msg-Id` for one version of a document on one subject.
+
+    The subject is part of it because JetStream de-duplicates per stream, and
+    chunked and embedded documents share the pipeline stream.
+    """
+    return f"{subject}:{tenant}:{doc_id}:{version}"
+
+
+# Streams --------------------------------------------------------------------
+DUPLICATE_WINDOW_S = 600.0
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # must not exceed the server's max_payload
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    subjects: tuple[str, ...]
+    max_age_s: float  # 0 = forever
+    description: str
+
+    def config(self, replicas: int) -> StreamConfig:
+        return StreamConfig(
+            name=self.name,
+            description=self.description,
+            subjects=list(self.subjects),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            max_age=self.max_age_s or None,
+            max_msg_size=MAX_MESSAGE_BYTES,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
+        )
+
+
+DOCS_IN_STREAM = Stream(
+    "LLMOPS_DOCS_IN",
+    (DOCS_INGEST, DOCS_DELETE),
+    7 * 86400,
+    "documents published for ingestion, and deletes",
+)
+PIPELINE_STREAM = Stream(
+    "LLMOPS_PIPELINE",
+    (DOCS_CHUNKED, DOCS_EMBEDDED),
+    7 * 86400,
+    "documents between the stages of the ingestion pipeline",
+)
+EVENTS_STREAM = Stream(
+    "LLMOPS_EVENTS", (f"{EVENTS}.>",), 30 * 86400, "every event the platform emits"
+)
+DLQ_STREAM = Stream("LLMOPS_DLQ", (f"{DLQ}.>",), 0, "refused messages, kept until replayed")
+STREAMS = (DOCS_IN_STREAM, PIPELINE_STREAM, EVENTS_STREAM, DLQ_STREAM)
+
+
+# Consumers ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Consumer:
+    """A durable pull consumer with explicit acks; redelivery is bounded by the stage runner.
+
+    JetStream's own `max_deliver` is left unbounded on purpose: when it runs out
+    the server silently stops delivering, which would lose the message. The
+    stage runner dead-letters after `max_deliver` attempts instead.
+    """
+
+    stream: Stream
+    durable: str
+    filter_subject: str
+
+    def config(self, ack_wait_s: float) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait_s,
+            max_deliver=-1,
+            max_ack_pending=20_000,
+            filter_subject=self.filter_subject,
+        )
+
+
+INGESTION_CONSUMER = Consumer(DOCS_IN_STREAM, "ingestion", "llmops.docs.*")
+EMBEDDING_CONSUMER = Consumer(PIPELINE_STREAM, "embedding", DOCS_CHUNKED)
+RETRIEVAL_CONSUMER = Consumer(PIPELINE_STREAM, "retrieval", DOCS_EMBEDDED)
+
+# KV buckets -----------------------------------------------------------------
+DOCUMENT_REGISTRY_BUCKET = "llmops_documents"  # owned by ingestion: tenant.doc -> version, hash
+
+
+async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create or update every stream and KV bucket; safe to call from many processes at once."""
+    for stream in STREAMS:
+        cfg = stream.config(replicas)
+        try:
+            await js.stream_info(stream.name)
+            await js.update_stream(cfg)
+        except NotFoundError:
+            try:
+                await js.add_stream(cfg)
+            except BadRequestError:  # another process created it meanwhile
+                await js.update_stream(cfg)
+    await js.create_key_value(
+        KeyValueConfig(
+            bucket=DOCUMENT_REGISTRY_BUCKET,
+            description="ingestion's registry: the current version and content hash per document",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=replicas,
+        )
+    )

@@ -1,0 +1,1 @@
+"""The `llmops` command line: run the local platform and talk to it."""

@@ -1,0 +1,78 @@
+"""`llmops ingest`: publish files and folders to `llmops.docs.ingest`, optionally wait."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from llmops.bus.events import status_name
+from llmops.docclient import DocumentClient, document_from_file
+from llmops.v1 import events_pb2
+
+SUPPORTED = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf"}
+
+
+def collect(paths: list[Path]) -> list[Path]:
+    """Files named explicitly are always sent; folders contribute their supported files."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED
+            )
+        else:
+            files.append(path)
+    return files
+
+
+def doc_id_for(path: Path) -> str:
+    """Stable ids: the path relative to the current folder when inside it, else absolute."""
+    rel = os.path.relpath(path.resolve())
+    return Path(rel).as_posix() if not rel.startswith("..") else path.resolve().as_posix()
+
+
+async def run_ingest(
+    nats_url: str, paths: list[Path], tenant: str, collection: str, metadata: dict[str, str],
+    wait: bool, timeout_s: float,
+) -> int:
+    console = Console(stderr=True)
+    files = collect(paths)
+    if not files:
+        console.print("no supported files found (txt, md, html, pdf)")
+        return 1
+    client = await DocumentClient.connect(nats_url)
+    try:
+        if wait:
+            await client.watch()
+        columns = (
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+        )
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("published", total=len(files))
+            for path in files:
+                doc = document_from_file(path, doc_id_for(path), tenant, collection, metadata)
+                await client.publish(doc)
+                progress.advance(task)
+            if not wait:
+                return 0
+            done = progress.add_task("searchable", total=len(files))
+            outcomes = await client.wait_for(
+                [(tenant, doc_id_for(p)) for p in files], timeout_s,
+                on_outcome=lambda _: progress.advance(done),
+            )
+    except TimeoutError as exc:
+        console.print(f"[red]timed out: {exc}[/red]")
+        return 2
+    finally:
+        await client.close()
+    failed = [e for e in outcomes.values() if e.status == events_pb2.DOCUMENT_STATUS_FAILED]
+    counts: dict[str, int] = {}
+    for event in outcomes.values():
+        counts[status_name(event.status)] = counts.get(status_name(event.status), 0) + 1
+    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    for event in failed:
+        console.print(f"[red]failed[/red] {event.doc_id}: {event.reason} (stage {event.stage})")
+    return 1 if failed else 0

@@ -1,0 +1,148 @@
+"""`llmops`: start, stop and inspect the local platform; ingest files; search them.
+
+Every command finds the running platform through `<data dir>/platform.json`
+(`LLMOPS_DATA_DIR`, default `.llmops/`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from llmops.settings import CommonSettings
+
+from .platform import PlatformState
+
+
+def _settings() -> CommonSettings:
+    return CommonSettings()
+
+
+def _running_state(settings: CommonSettings) -> PlatformState:
+    state = PlatformState.read(settings.data_dir)
+    if state is None or not state.alive():
+        raise click.ClickException(
+            f"the platform is not running (no live {settings.data_dir}/platform.json): "
+            "start it with `llmops up`"
+        )
+    return state
+
+
+@click.group()
+def cli() -> None:
+    """llmops: RAG ingestion, retrieval and (soon) chat on one platform."""
+
+
+@cli.command()
+@click.option("--timeout", default=180.0, show_default=True, help="seconds to wait for health")
+def up(timeout: float) -> None:
+    """Start NATS, Triton and every service; stop them all with Ctrl-C or `llmops down`."""
+    from .up import run_up
+
+    settings = _settings()
+    existing = PlatformState.read(settings.data_dir)
+    if existing is not None and existing.alive():
+        raise click.ClickException(
+            f"already running (supervisor pid {existing.supervisor_pid}); `llmops down` first"
+        )
+    sys.exit(asyncio.run(run_up(settings, timeout)))
+
+
+@cli.command()
+@click.option("--timeout", default=60.0, show_default=True)
+def down(timeout: float) -> None:
+    """Stop a platform started by `llmops up`."""
+    settings = _settings()
+    state = PlatformState.read(settings.data_dir)
+    if state is None or not state.alive():
+        click.echo("the platform is not running")
+        return
+    os.kill(state.supervisor_pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    with click.progressbar(length=int(timeout), label="stopping") as bar:
+        while state.alive():
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"supervisor {state.supervisor_pid} still running")
+            time.sleep(0.2)
+            bar.update(0)
+    click.echo("stopped")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def status(as_json: bool) -> None:
+    """Health of every component; exits 0 only when all are ready."""
+    from .status import run_status
+
+    sys.exit(asyncio.run(run_status(_settings(), as_json)))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--collection", default="default", show_default=True)
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="metadata on every document")
+@click.option("--wait", is_flag=True, help="return when searchable; non-zero if any failed")
+@click.option("--timeout", default=600.0, show_default=True, help="seconds --wait waits")
+def ingest(
+    paths: tuple[Path, ...], tenant: str, collection: str, meta: tuple[str, ...], wait: bool,
+    timeout: float,
+) -> None:
+    """Publish files or folders (text, Markdown, HTML, PDF) to the ingestion subject."""
+    from .ingest import run_ingest
+
+    settings = _settings()
+    state = _running_state(settings)
+    metadata = _pairs(meta)
+    code = asyncio.run(
+        run_ingest(state.nats_url, list(paths), tenant, collection, metadata, wait, timeout)
+    )
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("-k", "--top-k", default=5, show_default=True)
+@click.option("--collection", default="", help="only this collection")
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="metadata match")
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "sparse"]), default="hybrid")
+@click.option("--json", "as_json", is_flag=True)
+def search(
+    query: str, tenant: str, top_k: int, collection: str, filters: tuple[str, ...], mode: str,
+    as_json: bool,
+) -> None:
+    """Ranked chunks for QUERY, with scores, source and text."""
+    from .search import run_search
+
+    state = _running_state(_settings())
+    sys.exit(
+        asyncio.run(
+            run_search(
+                state.grpc["retrieval"], query, tenant, top_k, collection, _pairs(filters), mode,
+                as_json,
+            )
+        )
+    )
+
+
+def _pairs(items: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def main() -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        cli()

@@ -1,0 +1,89 @@
+"""`llmops up`: supervise the local platform until Ctrl-C or `llmops down`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+from llmops.settings import CommonSettings
+
+from .platform import SERVICES, PlatformState, platform_specs
+from .supervisor import StartupError, Supervisor
+
+
+async def run_up(settings: CommonSettings, timeout_s: float) -> int:
+    specs, groups = platform_specs(settings)
+    state = PlatformState(
+        supervisor_pid=os.getpid(),
+        nats_url=settings.nats_url,
+        grpc={
+            "ingestion": settings.ingestion_addr,
+            "embedding": settings.embedding_addr,
+            "retrieval": settings.retrieval_addr,
+        },
+        triton_grpc=settings.triton_grpc_addr if settings.triton_enabled else None,
+    )
+    data_dir = settings.data_dir.resolve()
+
+    def record() -> None:
+        state.pids = supervisor.pids()
+        state.write(data_dir)
+
+    supervisor = Supervisor(specs, on_change=record)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    code = 0
+    try:
+        starting = asyncio.create_task(supervisor.start(groups, timeout_s))
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if starting in done:
+            starting.result()  # raises StartupError
+            state.ready = True
+            record()
+            _banner(settings, state)
+            await stop.wait()
+        else:
+            starting.cancel()
+    except StartupError as exc:
+        _say(f"start-up failed: {exc}")
+        code = 1
+    finally:
+        _say("stopping...")
+        await supervisor.stop()
+        (data_dir / "platform.json").unlink(missing_ok=True)
+        _say("stopped")
+    return code
+
+
+def _banner(settings: CommonSettings, state: PlatformState) -> None:
+    lines = [
+        "",
+        "llmops is up",
+        f"  NATS        {settings.nats_url}  (monitor http://127.0.0.1:{settings.nats_monitor_port})",
+    ]
+    if state.triton_grpc:
+        lines.append(f"  Triton      {state.triton_grpc} (gRPC)")
+    for name in SERVICES:
+        lines.append(f"  {name:<11} {state.grpc[name]} (gRPC)")
+    lines += [
+        f"  data        {settings.data_dir.resolve()}",
+        "",
+        "Try:",
+        "  llmops ingest README.md --wait",
+        '  llmops search "how do I run the tests?"',
+        "  llmops status",
+        "Stop with Ctrl-C or `llmops down`.",
+        "",
+    ]
+    for line in lines:
+        _say(line)
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(f"{'llmops':<10}| {text}\n")
+    sys.stdout.flush()

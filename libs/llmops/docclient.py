@@ -1,0 +1,111 @@
+"""A client for the document path over NATS: publish documents, await their outcomes.
+
+Used by `llmops ingest --wait`, the tests and the benchmarks. Outcomes come
+from the document events (`llmops.events.document.>`), so the watcher must be
+subscribed before publishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from llmops.bus.codec import CONTENT_TYPE, PROTOBUF
+from llmops.bus.topology import DOCS_DELETE, DOCS_INGEST, DOCUMENT_EVENTS
+from llmops.v1 import documents_pb2, events_pb2
+
+Key = tuple[str, str]  # (tenant, doc_id)
+FINAL = {
+    events_pb2.DOCUMENT_STATUS_INDEXED,
+    events_pb2.DOCUMENT_STATUS_UNCHANGED,
+    events_pb2.DOCUMENT_STATUS_DELETED,
+    events_pb2.DOCUMENT_STATUS_FAILED,
+    events_pb2.DOCUMENT_STATUS_SUPERSEDED,
+}
+
+
+class DocumentClient:
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self._events: asyncio.Queue[events_pb2.DocumentEvent] = asyncio.Queue()
+        self._sub: Subscription | None = None
+
+    @classmethod
+    async def connect(cls, url: str) -> DocumentClient:
+        return cls(await nats.connect(url, max_reconnect_attempts=-1, connect_timeout=5))
+
+    async def close(self) -> None:
+        await self.nc.drain()
+
+    async def watch(self) -> None:
+        """Start receiving outcome events (call before publishing)."""
+
+        async def on_event(msg: Msg) -> None:
+            event = events_pb2.DocumentEvent()
+            event.ParseFromString(msg.data)
+            await self._events.put(event)
+
+        self._sub = await self.nc.subscribe(f"{DOCUMENT_EVENTS}.>", cb=on_event)
+        await self.nc.flush()
+
+    async def publish(self, doc: documents_pb2.Document) -> None:
+        """Publish durably: returns once JetStream stored the document."""
+        await self.js.publish(DOCS_INGEST, doc.SerializeToString(), headers={CONTENT_TYPE: PROTOBUF})
+
+    async def delete(self, tenant: str, doc_id: str) -> None:
+        message = documents_pb2.DeleteDocument(tenant=tenant, doc_id=doc_id)
+        await self.js.publish(DOCS_DELETE, message.SerializeToString(), headers={CONTENT_TYPE: PROTOBUF})
+
+    async def wait_for(
+        self,
+        keys: Iterable[Key],
+        timeout_s: float,
+        on_outcome: Callable[[events_pb2.DocumentEvent], None] | None = None,
+    ) -> dict[Key, events_pb2.DocumentEvent]:
+        """The final event of each (tenant, doc_id); raises TimeoutError naming those missing."""
+        waiting = set(keys)
+        outcomes: dict[Key, events_pb2.DocumentEvent] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while waiting:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                missing = ", ".join(f"{t}/{d}" for t, d in sorted(waiting)[:10])
+                raise TimeoutError(f"{len(waiting)} documents without an outcome: {missing}")
+            try:
+                event = await asyncio.wait_for(self._events.get(), remaining)
+            except TimeoutError:
+                continue
+            key = (event.tenant, event.doc_id)
+            if event.status in FINAL and key in waiting:
+                waiting.discard(key)
+                outcomes[key] = event
+                if on_outcome:
+                    on_outcome(event)
+        return outcomes
+
+
+def document_from_file(
+    path: Path, doc_id: str, tenant: str, collection: str, metadata: dict[str, str]
+) -> documents_pb2.Document:
+    content_type = mimetypes.guess_type(path.name)[0] or ""
+    if path.suffix.lower() in (".md", ".markdown"):
+        content_type = "text/markdown"
+    return documents_pb2.Document(
+        tenant=tenant,
+        doc_id=doc_id,
+        collection=collection,
+        source=str(path),
+        title=path.stem,
+        content_type=content_type,
+        content=path.read_bytes(),
+        metadata=metadata,
+    )

@@ -1,0 +1,190 @@
+"""The runtime every service is built on: NATS connection, JetStream topology, gRPC server,
+metrics endpoint, pipeline stages, start-up/shutdown hooks and signal handling.
+
+A service's `create_app(settings)` only builds a `ServiceApp` and registers its
+parts (no I/O, no model loading); `run()` does the I/O, loads what start-up
+hooks load, and reports SERVING on gRPC health only once everything is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from llmops import metrics
+from llmops.bus.stage import BatchHandler, DeadLetterHook, Stage, StageOptions
+from llmops.bus.topology import Consumer, ensure_topology
+from llmops.grpcutil import GrpcServer, Registrar
+from llmops.logging import configure_logging, get_logger
+from llmops.settings import CommonSettings
+from llmops.tracing import configure_tracing
+
+log = get_logger(__name__)
+Hook = Callable[[], Awaitable[None]]
+
+
+class ServiceApp:
+    def __init__(
+        self,
+        name: str,
+        settings: CommonSettings,
+        *,
+        grpc_address: str | None,
+        metrics_port: int,
+        grpc_services: Sequence[str] = (),
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.grpc_address = grpc_address
+        self.metrics_port = metrics_port
+        self.grpc_services = list(grpc_services)
+        self._nc: Client | None = None
+        self.stages: list[Stage] = []
+        self._registrars: list[Registrar] = []
+        self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
+        self._js: JetStreamContext | None = None
+        self._stop = asyncio.Event()
+        self.grpc: GrpcServer | None = None
+
+    # -- assembly (no I/O) ----------------------------------------------------
+    def add_grpc(self, registrar: Registrar) -> None:
+        self._registrars.append(registrar)
+
+    def add_stage(
+        self,
+        consumer: Consumer,
+        handler: BatchHandler,
+        *,
+        batch_size: int,
+        on_dead_letter: DeadLetterHook | None = None,
+    ) -> Stage:
+        """Consume `consumer` in batches; redelivery bounds come from the common settings."""
+        opts = StageOptions(
+            batch_size=batch_size,
+            max_deliver=self.settings.max_deliver,
+            ack_wait_s=self.settings.ack_wait_s,
+        )
+        stage = Stage(self.name, consumer, handler, lambda: self.js, opts, on_dead_letter)
+        self.stages.append(stage)
+        return stage
+
+    def on_startup(self, hook: Hook) -> None:
+        self._startup.append(hook)
+
+    def on_shutdown(self, hook: Hook) -> None:
+        self._shutdown.append(hook)
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("not connected to NATS yet")
+        return self._js
+
+    # -- lifecycle -------------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self.start()
+        log.info("service.ready", grpc=self.grpc_address, metrics_port=self.metrics_port)
+        await self._stop.wait()
+        await self.stop()
+
+    async def start(self) -> None:
+        if self.metrics_port:
+            metrics.serve_metrics(self.metrics_port, self.settings.bind_host)
+        if self.grpc_address:
+            # Listen early (NOT_SERVING) so probes see a live process while models load.
+            self.grpc = GrpcServer(self.grpc_address, self.grpc_services, self._registrars)
+            await self.grpc.start()
+            await self.grpc.set_serving(False)
+        await self._connect()
+        for hook in self._startup:
+            await hook()
+        for stage in self.stages:
+            await stage.start()
+        self._lag_task = asyncio.create_task(self._report_lag())
+        if self.grpc:
+            await self.grpc.set_serving(True)
+
+    async def stop(self) -> None:
+        log.info("service.stopping")
+        self._lag_task.cancel()
+        if self.grpc:
+            await self.grpc.set_serving(False)
+        for stage in self.stages:
+            await stage.stop()  # the batch in hand is finished and settled
+        if self._nc is not None:
+            await self._nc.drain()
+        if self.grpc:
+            await self.grpc.stop(grace=5)
+        for hook in reversed(self._shutdown):
+            await hook()
+        log.info("service.stopped")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def _connect(self) -> None:
+        """Connect to NATS, waiting for it if it is not up yet (start order must not matter)."""
+        delay = 0.2
+        while True:
+            try:
+                self._nc = await nats.connect(
+                    self.settings.nats_url,
+                    name=f"llmops-{self.name}",
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    error_cb=_log_nats_error,
+                    disconnected_cb=_log_disconnected,
+                    reconnected_cb=_log_reconnected,
+                )
+                break
+            except Exception as exc:
+                log.warning("nats.unavailable", url=self.settings.nats_url, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._js = self._nc.jetstream()
+        await ensure_topology(self._js, self.settings.js_replicas)
+
+    async def _report_lag(self) -> None:
+        while True:
+            for stage in self.stages:
+                c = stage.consumer
+                with contextlib.suppress(Exception):
+                    info = await self.js.consumer_info(c.stream.name, c.durable)
+                    lag = (info.num_pending or 0) + (info.num_ack_pending or 0)
+                    metrics.QUEUE_LAG.labels(c.stream.name, c.durable).set(lag)
+            await asyncio.sleep(5)
+
+
+async def _log_nats_error(exc: Exception) -> None:
+    log.warning("nats.error", error=str(exc))
+
+
+async def _log_disconnected() -> None:
+    log.warning("nats.disconnected")
+
+
+async def _log_reconnected() -> None:
+    log.info("nats.reconnected")
+
+
+def run_service(
+    name: str, settings: CommonSettings, create: Callable[[], ServiceApp]
+) -> None:
+    """Entry point body shared by every service's `__main__`."""
+    configure_logging(name, settings.log_level, settings.log_format)
+    configure_tracing(name, settings.otlp_endpoint)
+
+    async def main() -> None:
+        await create().run()
+
+    asyncio.run(main())

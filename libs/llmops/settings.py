@@ -1,0 +1,51 @@
+"""Typed settings shared by every service and the CLI, from `LLMOPS_*` environment variables.
+
+The defaults run the whole platform on one machine; Kubernetes overrides them
+through env vars. `CommonSettings` is also the platform's address book: every
+process needs to know where NATS and the gRPC services are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def port_of(addr: str) -> int:
+    """The port of a `host:port` address (the port a service listens on)."""
+    return int(addr.rsplit(":", 1)[1])
+
+
+class CommonSettings(BaseSettings):
+    """What every service and the CLI share."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMOPS_", extra="ignore")
+
+    data_dir: Path = Field(Path(".llmops"), description="state of the local platform")
+    models_dir: Path = Field(Path("models"), description="exported model files (make setup)")
+    nats_url: str = "nats://127.0.0.1:4222"
+    bind_host: str = Field("127.0.0.1", description="interface gRPC and metrics servers bind")
+    ingestion_addr: str = "127.0.0.1:50061"
+    embedding_addr: str = "127.0.0.1:50062"
+    retrieval_addr: str = "127.0.0.1:50063"
+    nats_monitor_port: int = 8222
+    triton_enabled: bool = Field(True, description="start Triton with `llmops up`")
+    triton_grpc_addr: str = "127.0.0.1:8001"
+    triton_http_port: int = 8000
+    triton_metrics_port: int = 8002
+    triton_dir: Path = Field(Path(".cache/triton"), description="the unpacked Triton runtime")
+    triton_model_repository: Path = Path("deploy/triton/models")
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    log_payloads: bool = Field(False, description="log document text and queries (PII!)")
+    otlp_endpoint: str | None = Field(None, description="OTLP/gRPC collector; unset = no export")
+    js_replicas: int = Field(1, description="JetStream stream replicas (3 in production)")
+    max_deliver: int = Field(5, description="deliveries before a message is dead-lettered")
+    ack_wait_s: float = Field(60.0, description="redelivery delay of an unacked message")
+
+    @property
+    def nats_store_dir(self) -> Path:
+        return self.data_dir / "nats"

@@ -1,0 +1,61 @@
+"""W3C trace context through gRPC metadata and NATS headers; OTLP export when configured.
+
+The SDK tracer always runs so every log line can carry a real trace_id; spans
+are exported only when `LLMOPS_OTLP_ENDPOINT` is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+TRACEPARENT = "traceparent"
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
+    provider = TracerProvider(resource=Resource.create({"service.name": f"llmops-{service}"}))
+    if otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+    trace.set_tracer_provider(provider)
+
+
+def inject() -> dict[str, str]:
+    """Headers carrying the current trace context (for NATS headers or gRPC metadata)."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier
+
+
+def trace_id_of(traceparent: str) -> str:
+    """The trace id inside a traceparent header, or '' if malformed."""
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
+
+
+def current_trace_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+
+@contextmanager
+def span(name: str, parent: Mapping[str, str] | None = None, **attributes: str) -> Iterator[str]:
+    """Start a span (child of `parent` headers if given), bind its trace_id to the logs, yield it."""
+    token = otel_context.attach(_PROPAGATOR.extract(dict(parent or {})))
+    try:
+        with trace.get_tracer("llmops").start_as_current_span(name, attributes=attributes):
+            trace_id = current_trace_id()
+            with structlog.contextvars.bound_contextvars(trace_id=trace_id):
+                yield trace_id
+    finally:
+        otel_context.detach(token)

@@ -1,0 +1,22 @@
+"""Embedding settings (`LLMOPS_*`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from llmops.settings import CommonSettings
+
+
+class EmbeddingSettings(CommonSettings):
+    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_variant: Literal["int8", "fp32"] = Field(
+        "int8", description="int8: 2x faster on CPU, same retrieval quality (DESIGN.md)"
+    )
+    embedding_device: Literal["auto", "cpu", "cuda"] = "auto"
+    embedding_batch_size: int = Field(32, description="texts per ONNX Runtime call")
+    embedding_threads: int | None = Field(None, description="ONNX intra-op threads; None = cores")
+    embed_fetch_docs: int = Field(64, description="documents pulled per stage batch")
+    embed_max_texts: int = Field(256, description="texts per gRPC Embed call")
+    embedding_metrics_port: int = 9462

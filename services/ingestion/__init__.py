@@ -1,0 +1,1 @@
+"""The ingestion service: documents in, cleaned, versioned, token-aware chunks out."""

@@ -1,0 +1,35 @@
+"""Ingestion service: documents in (`llmops.docs.ingest`, `llmops.docs.delete`, gRPC), chunks out."""
+
+from __future__ import annotations
+
+from ingestion.handlers import STAGE, IngestHandler, IngestionServicer
+from ingestion.settings import IngestionSettings
+from llmops.bus.events import failure_events
+from llmops.bus.topology import INGESTION_CONSUMER
+from llmops.service import ServiceApp
+from llmops.settings import port_of
+from llmops.v1 import ingestion_pb2, ingestion_pb2_grpc
+
+SERVICE_NAME = ingestion_pb2.DESCRIPTOR.services_by_name["Ingestion"].full_name
+
+
+def create_app(settings: IngestionSettings) -> ServiceApp:
+    app = ServiceApp(
+        STAGE,
+        settings,
+        grpc_address=f"{settings.bind_host}:{port_of(settings.ingestion_addr)}",
+        metrics_port=settings.ingestion_metrics_port,
+        grpc_services=[SERVICE_NAME],
+    )
+    handler = IngestHandler(settings, lambda: app.js)
+    servicer = IngestionServicer(lambda: app.js, settings.max_document_bytes)
+
+    app.on_startup(handler.start)
+    app.add_grpc(lambda server: ingestion_pb2_grpc.add_IngestionServicer_to_server(servicer, server))
+    app.add_stage(
+        INGESTION_CONSUMER,
+        handler,
+        batch_size=settings.ingest_batch_size,
+        on_dead_letter=failure_events(STAGE, lambda: app.js),
+    )
+    return app

@@ -1,0 +1,192 @@
+"""Ingestion's edges: the JetStream stage handler (ingest/delete) and the gRPC servicer.
+
+Per document: decode -> parse, clean, hash (off the event loop) -> skip if the
+registry already holds this content -> chunk -> publish the ChunkedDocument
+durably (Nats-Msg-Id = tenant:doc:version, so a redelivery after a crash is
+de-duplicated by JetStream) -> record the new version -> ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import grpc
+from nats.js import JetStreamContext
+
+from ingestion.errors import IngestionError, InvalidDocument
+from ingestion.pipeline import DocumentPipeline
+from ingestion.registry import DocumentRegistry, DocumentState
+from ingestion.settings import IngestionSettings
+from llmops import metrics
+from llmops.bus.codec import CONTENT_TYPE, PROTOBUF, MalformedMessage, decode
+from llmops.bus.events import document_event, publish_document_event
+from llmops.bus.stage import Delivery, PoisonMessage
+from llmops.bus.topology import (
+    DOCS_CHUNKED,
+    DOCS_DELETE,
+    DOCS_INGEST,
+    DOCUMENT_REGISTRY_BUCKET,
+    document_msg_id,
+)
+from llmops.logging import get_logger
+from llmops.tracing import inject, span
+from llmops.v1 import documents_pb2, events_pb2, ingestion_pb2, ingestion_pb2_grpc
+
+log = get_logger(__name__)
+STAGE = "ingestion"
+DEFAULT = "default"
+
+
+class IngestHandler:
+    """Handles a batch from `llmops.docs.ingest` / `llmops.docs.delete`, in order."""
+
+    def __init__(self, settings: IngestionSettings, js: Callable[[], JetStreamContext]) -> None:
+        self._settings = settings
+        self._js = js
+        self._pipeline: DocumentPipeline | None = None
+        self._registry: DocumentRegistry | None = None
+
+    async def start(self) -> None:
+        """Load the tokenizer and open the registry bucket (start-up, not import time)."""
+        s = self._settings
+        self._pipeline = DocumentPipeline(
+            s.models_dir / "all-MiniLM-L6-v2" / "tokenizer.json",
+            s.max_document_bytes,
+            s.chunk_tokens,
+            s.chunk_overlap_tokens,
+        )
+        self._registry = DocumentRegistry(await self._js().key_value(DOCUMENT_REGISTRY_BUCKET))
+
+    @property
+    def pipeline(self) -> DocumentPipeline:
+        if self._pipeline is None:
+            raise RuntimeError("IngestHandler.start() was not awaited")
+        return self._pipeline
+
+    @property
+    def registry(self) -> DocumentRegistry:
+        if self._registry is None:
+            raise RuntimeError("IngestHandler.start() was not awaited")
+        return self._registry
+
+    async def __call__(self, batch: Sequence[Delivery]) -> None:
+        for delivery in batch:
+            with span("ingestion.handle", parent=delivery.headers):
+                try:
+                    if delivery.msg.subject == DOCS_DELETE:
+                        await self._delete(delivery)
+                    else:
+                        await self._ingest(delivery)
+                except (IngestionError, MalformedMessage) as exc:
+                    reason = exc.reason if isinstance(exc, IngestionError) else str(exc)
+                    delivery.fail(PoisonMessage(reason))
+                except Exception as exc:
+                    delivery.fail(exc)
+
+    async def _ingest(self, delivery: Delivery) -> None:
+        doc = decode(delivery.data, delivery.headers, documents_pb2.Document)
+        doc.tenant = doc.tenant or DEFAULT
+        doc.collection = doc.collection or DEFAULT
+        delivery.tenant, delivery.doc_id = doc.tenant, doc.doc_id
+        if not doc.doc_id:
+            raise InvalidDocument("doc_id is required")
+        prepared = await asyncio.to_thread(self.pipeline.prepare, doc)
+        registry = self.registry
+        state, revision = await registry.get(doc.tenant, doc.doc_id)
+        if state and not state.deleted and state.content_hash == prepared.content_hash:
+            log.info("document.unchanged", tenant=doc.tenant, doc_id=doc.doc_id, version=state.version)
+            await publish_document_event(
+                self._js(),
+                document_event(
+                    STAGE, events_pb2.DOCUMENT_STATUS_UNCHANGED, tenant=doc.tenant,
+                    doc_id=doc.doc_id, content_bytes=len(doc.content),
+                ),
+            )
+            return
+        version = (state.version if state else 0) + 1
+        chunked = await asyncio.to_thread(self.pipeline.chunk, doc, prepared, version)
+        await self._publish(chunked)
+        await registry.put(
+            DocumentState(doc.tenant, doc.doc_id, version, prepared.content_hash), revision
+        )
+        metrics.CHUNKS.labels(STAGE).inc(len(chunked.chunks))
+        log.info(
+            "document.chunked", tenant=doc.tenant, doc_id=doc.doc_id, version=version,
+            chunks=len(chunked.chunks),
+        )
+
+    async def _delete(self, delivery: Delivery) -> None:
+        request = decode(delivery.data, delivery.headers, documents_pb2.DeleteDocument)
+        tenant = request.tenant or DEFAULT
+        delivery.tenant, delivery.doc_id = tenant, request.doc_id
+        if not request.doc_id:
+            raise InvalidDocument("doc_id is required")
+        registry = self.registry
+        state, revision = await registry.get(tenant, request.doc_id)
+        if state and state.deleted:
+            version = state.version  # already deleted: re-send the same tombstone (idempotent)
+        else:
+            version = (state.version if state else 0) + 1
+        tombstone = documents_pb2.ChunkedDocument(
+            tenant=tenant, doc_id=request.doc_id, version=version, deleted=True
+        )
+        await self._publish(tombstone)
+        if not (state and state.deleted):
+            await registry.put(DocumentState(tenant, request.doc_id, version, "", True), revision)
+        log.info("document.delete_requested", tenant=tenant, doc_id=request.doc_id, version=version)
+
+    async def _publish(self, chunked: documents_pb2.ChunkedDocument) -> None:
+        headers = {
+            **inject(),
+            CONTENT_TYPE: PROTOBUF,
+            "Nats-Msg-Id": document_msg_id(DOCS_CHUNKED, chunked.tenant, chunked.doc_id, chunked.version),
+        }
+        await self._js().publish(DOCS_CHUNKED, chunked.SerializeToString(), headers=headers)
+
+
+class IngestionServicer(ingestion_pb2_grpc.IngestionServicer):
+    """gRPC front door: validates lightly, then publishes to the same JetStream subjects."""
+
+    def __init__(self, js: Callable[[], JetStreamContext], max_document_bytes: int) -> None:
+        self._js = js
+        self._max_bytes = max_document_bytes
+
+    async def Ingest(  # noqa: N802 - gRPC method name
+        self, request: ingestion_pb2.IngestRequest, context: grpc.aio.ServicerContext
+    ) -> ingestion_pb2.IngestResponse:
+        for doc in request.documents:
+            if not doc.doc_id:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "every document needs a doc_id")
+            if len(doc.content) > self._max_bytes:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"document {doc.doc_id!r} is {len(doc.content)} bytes; "
+                    f"the limit is {self._max_bytes}",
+                )
+        await self._publish_all(
+            context, DOCS_INGEST, [d.SerializeToString() for d in request.documents]
+        )
+        return ingestion_pb2.IngestResponse(doc_ids=[d.doc_id for d in request.documents])
+
+    async def Delete(  # noqa: N802 - gRPC method name
+        self, request: ingestion_pb2.DeleteRequest, context: grpc.aio.ServicerContext
+    ) -> ingestion_pb2.DeleteResponse:
+        payloads = [
+            documents_pb2.DeleteDocument(tenant=request.tenant, doc_id=d).SerializeToString()
+            for d in request.doc_ids
+        ]
+        await self._publish_all(context, DOCS_DELETE, payloads)
+        return ingestion_pb2.DeleteResponse()
+
+    async def _publish_all(
+        self, context: grpc.aio.ServicerContext, subject: str, payloads: list[bytes]
+    ) -> None:
+        headers = {**inject(), CONTENT_TYPE: PROTOBUF}
+        try:
+            for payload in payloads:
+                await self._js().publish(subject, payload, headers=headers)
+        except Exception as exc:
+            log.error("ingest.publish_failed", error=str(exc))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot publish to NATS: {exc}")
+

@@ -1,0 +1,1 @@
+"""Retrieval service: owns Qdrant; indexes embedded documents and answers hybrid search."""

@@ -1,0 +1,20 @@
+"""Pick the store adapter from settings: Qdrant Edge by default, a server when a URL is set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qdrant_client import QdrantClient
+
+from retrieval.store.base import VectorStore
+from retrieval.store.edge import EdgeStore
+from retrieval.store.server import QdrantServerStore
+
+
+def open_store(
+    data_dir: Path, qdrant_url: str | None, qdrant_api_key: str | None = None
+) -> VectorStore:
+    """A Qdrant server store for `qdrant_url`, else an Edge shard under `data_dir / "qdrant"`."""
+    if qdrant_url:
+        return QdrantServerStore(QdrantClient(url=qdrant_url, api_key=qdrant_api_key))
+    return EdgeStore(data_dir / "qdrant")

