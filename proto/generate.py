@@ -42,7 +42,9 @@ def generate(out_dir: Path) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    (target / "__init__.py").write_text('"""Generated from proto/llmops/v1 by proto/generate.py."""\n')
+    (target / "__init__.py").write_text(
+        '"""Generated from proto/llmops/v1 by proto/generate.py."""\n'
+    )
     (target / "py.typed").write_text("")
     return sorted(p for p in target.iterdir() if p.is_file())
 
@@ -62,7 +64,11 @@ def main() -> int:
         current = OUT_DIR / PACKAGE
         have = {p.name for p in current.iterdir() if p.is_file()} if current.is_dir() else set()
         stale = sorted(names ^ have)
-        stale += [n for n in sorted(names & have) if not filecmp.cmp(Path(tmp) / PACKAGE / n, current / n, shallow=False)]
+        stale += [
+            n
+            for n in sorted(names & have)
+            if not filecmp.cmp(Path(tmp) / PACKAGE / n, current / n, shallow=False)
+        ]
         if stale:
             print("stale generated code (run `make proto`): " + ", ".join(stale), file=sys.stderr)
             return 1

@@ -83,8 +83,13 @@ class Platform:
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [LLMOPS, *args], env=self.env, cwd=ROOT, capture_output=True, text=True,
-            timeout=timeout, check=False,
+            [LLMOPS, *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def log(self) -> str:
@@ -129,10 +134,13 @@ def platform_env(data_dir: Path, triton: bool) -> dict[str, str]:
 
 @contextlib.contextmanager
 def run_platform(
-    data_dir: Path, triton: bool = True, extra_env: dict[str, str] | None = None,
-    timeout_s: float = 180, env: dict[str, str] | None = None,
+    data_dir: Path,
+    triton: bool = True,
+    extra_env: dict[str, str] | None = None,
+    timeout_s: float = 180,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Platform]:
-    """`llmops up` in `data_dir`; pass a previous platform's `env` to restart it on the same ports."""
+    """`llmops up` in `data_dir`; a previous platform's `env` restarts it on the same ports."""
     env = env or {**platform_env(data_dir, triton), **(extra_env or {})}
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "up.log"

@@ -43,6 +43,13 @@ def test_ruff_is_clean() -> None:
     assert result.returncode == 0, result.stdout
 
 
+def test_code_is_formatted() -> None:
+    result = run(
+        str(BIN / "ruff"), "format", "--check", "libs", "services", "tests", "bench", "proto"
+    )
+    assert result.returncode == 0, result.stdout
+
+
 @pytest.mark.timeout(900)
 def test_mypy_is_clean() -> None:
     result = run(str(BIN / "mypy"), "libs", "services")

@@ -1,1 +1,1 @@
-"""Shared libraries of the llmops services: settings, logging, the NATS bus, gRPC and telemetry helpers."""
+"""Shared libraries of the llmops services: settings, logging, NATS bus, gRPC, telemetry."""

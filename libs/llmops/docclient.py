@@ -8,6 +8,7 @@ subscribed before publishing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mimetypes
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -35,7 +36,9 @@ class DocumentClient:
     def __init__(self, nc: Client) -> None:
         self.nc = nc
         self.js = nc.jetstream()
-        self._events: asyncio.Queue[events_pb2.DocumentEvent] = asyncio.Queue()
+        # Final outcomes not yet claimed by a wait_for, oldest first per document.
+        self._outcomes: dict[Key, list[events_pb2.DocumentEvent]] = {}
+        self._arrived = asyncio.Event()
         self._sub: Subscription | None = None
 
     @classmethod
@@ -51,18 +54,24 @@ class DocumentClient:
         async def on_event(msg: Msg) -> None:
             event = events_pb2.DocumentEvent()
             event.ParseFromString(msg.data)
-            await self._events.put(event)
+            if event.status in FINAL:
+                self._outcomes.setdefault((event.tenant, event.doc_id), []).append(event)
+                self._arrived.set()
 
         self._sub = await self.nc.subscribe(f"{DOCUMENT_EVENTS}.>", cb=on_event)
         await self.nc.flush()
 
     async def publish(self, doc: documents_pb2.Document) -> None:
         """Publish durably: returns once JetStream stored the document."""
-        await self.js.publish(DOCS_INGEST, doc.SerializeToString(), headers={CONTENT_TYPE: PROTOBUF})
+        await self.js.publish(
+            DOCS_INGEST, doc.SerializeToString(), headers={CONTENT_TYPE: PROTOBUF}
+        )
 
     async def delete(self, tenant: str, doc_id: str) -> None:
         message = documents_pb2.DeleteDocument(tenant=tenant, doc_id=doc_id)
-        await self.js.publish(DOCS_DELETE, message.SerializeToString(), headers={CONTENT_TYPE: PROTOBUF})
+        await self.js.publish(
+            DOCS_DELETE, message.SerializeToString(), headers={CONTENT_TYPE: PROTOBUF}
+        )
 
     async def wait_for(
         self,
@@ -70,27 +79,31 @@ class DocumentClient:
         timeout_s: float,
         on_outcome: Callable[[events_pb2.DocumentEvent], None] | None = None,
     ) -> dict[Key, events_pb2.DocumentEvent]:
-        """The final event of each (tenant, doc_id); raises TimeoutError naming those missing."""
+        """Claim the next final event of each (tenant, doc_id); TimeoutError names those missing.
+
+        Outcomes of documents nobody waits for yet are kept, so waiting for one
+        document first and the rest later loses nothing.
+        """
         waiting = set(keys)
         outcomes: dict[Key, events_pb2.DocumentEvent] = {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while waiting:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                missing = ", ".join(f"{t}/{d}" for t, d in sorted(waiting)[:10])
-                raise TimeoutError(f"{len(waiting)} documents without an outcome: {missing}")
-            try:
-                event = await asyncio.wait_for(self._events.get(), remaining)
-            except TimeoutError:
-                continue
-            key = (event.tenant, event.doc_id)
-            if event.status in FINAL and key in waiting:
+        while True:
+            for key in [k for k in waiting if self._outcomes.get(k)]:
+                event = self._outcomes[key].pop(0)
                 waiting.discard(key)
                 outcomes[key] = event
                 if on_outcome:
                     on_outcome(event)
-        return outcomes
+            if not waiting:
+                return outcomes
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                missing = ", ".join(f"{t}/{d}" for t, d in sorted(waiting)[:10])
+                raise TimeoutError(f"{len(waiting)} documents without an outcome: {missing}")
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
 
 
 def document_from_file(

@@ -125,18 +125,21 @@ class _TraceClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ig
         if headers:
             metadata = list(details.metadata or []) + list(headers.items())
             details = grpc.aio.ClientCallDetails(
-                details.method, details.timeout, metadata, details.credentials,
+                details.method,
+                details.timeout,
+                metadata,
+                details.credentials,
                 details.wait_for_ready,
             )
         return await continuation(details, request)
 
 
-async def check_health(address: str, timeout: float = 1.0) -> bool:
+async def check_health(address: str, timeout_s: float = 1.0) -> bool:
     """True when the server at `address` reports SERVING."""
     async with grpc.aio.insecure_channel(address, options=_OPTIONS) as ch:
         try:
             reply = await health_pb2_grpc.HealthStub(ch).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
             )
         except grpc.aio.AioRpcError:
             return False

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-GRPC_REQUESTS = Counter(
-    "llmops_grpc_requests_total", "gRPC requests served", ["method", "code"]
-)
+GRPC_REQUESTS = Counter("llmops_grpc_requests_total", "gRPC requests served", ["method", "code"])
 GRPC_LATENCY = Histogram(
     "llmops_grpc_request_seconds",
     "gRPC request latency",

@@ -177,9 +177,7 @@ async def _log_reconnected() -> None:
     log.info("nats.reconnected")
 
 
-def run_service(
-    name: str, settings: CommonSettings, create: Callable[[], ServiceApp]
-) -> None:
+def run_service(name: str, settings: CommonSettings, create: Callable[[], ServiceApp]) -> None:
     """Entry point body shared by every service's `__main__`."""
     configure_logging(name, settings.log_level, settings.log_format)
     configure_tracing(name, settings.otlp_endpoint)

@@ -50,7 +50,7 @@ def current_trace_id() -> str:
 
 @contextmanager
 def span(name: str, parent: Mapping[str, str] | None = None, **attributes: str) -> Iterator[str]:
-    """Start a span (child of `parent` headers if given), bind its trace_id to the logs, yield it."""
+    """Start a span (child of `parent` headers if any), bind its trace_id to the logs, yield it."""
     token = otel_context.attach(_PROPAGATOR.extract(dict(parent or {})))
     try:
         with trace.get_tracer("llmops").start_as_current_span(name, attributes=attributes):

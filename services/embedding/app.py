@@ -25,7 +25,9 @@ def create_app(settings: EmbeddingSettings) -> ServiceApp:
     servicer = EmbeddingServicer(model, settings.embed_max_texts)
 
     app.on_startup(model.start)
-    app.add_grpc(lambda server: embedding_pb2_grpc.add_EmbeddingServicer_to_server(servicer, server))
+    app.add_grpc(
+        lambda server: embedding_pb2_grpc.add_EmbeddingServicer_to_server(servicer, server)
+    )
     app.add_stage(
         EMBEDDING_CONSUMER,
         EmbedHandler(model, lambda: app.js),

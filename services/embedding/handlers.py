@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 from nats.js import JetStreamContext
 
 from embedding.encoder import OnnxEncoder
@@ -46,7 +47,9 @@ class EncoderHolder:
             batch_size=s.embedding_batch_size,
             intra_op_threads=s.embedding_threads,
         )
-        log.info("embedding.model_loaded", model=self._encoder.model_name, variant=s.embedding_variant)
+        log.info(
+            "embedding.model_loaded", model=self._encoder.model_name, variant=s.embedding_variant
+        )
 
     @property
     def encoder(self) -> OnnxEncoder:
@@ -77,7 +80,9 @@ class EmbedHandler:
         publishes = []
         for delivery, doc in docs:
             n = len(doc.chunks)
-            embedded = _embedded_document(doc, result.vectors[offset : offset + n], encoder.model_name)
+            embedded = _embedded_document(
+                doc, result.vectors[offset : offset + n], encoder.model_name
+            )
             offset += n
             publishes.append(self._publish(delivery, embedded))
         outcomes = await asyncio.gather(*publishes, return_exceptions=True)
@@ -98,7 +103,7 @@ class EmbedHandler:
 
 
 def _embedded_document(
-    doc: documents_pb2.ChunkedDocument, vectors: np.ndarray, model: str
+    doc: documents_pb2.ChunkedDocument, vectors: npt.NDArray[np.float32], model: str
 ) -> documents_pb2.EmbeddedDocument:
     chunks = list(doc.chunks)
     del doc.chunks[:]  # the chunks travel once, inside EmbeddedChunk
@@ -117,7 +122,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):
         self._model = model
         self._max_texts = max_texts
 
-    async def Embed(  # noqa: N802 - gRPC method name
+    async def Embed(
         self, request: embedding_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> embedding_pb2.EmbedResponse:
         if len(request.texts) > self._max_texts:

@@ -1,4 +1,4 @@
-"""Ingestion service: documents in (`llmops.docs.ingest`, `llmops.docs.delete`, gRPC), chunks out."""
+"""Ingestion service: documents in (`llmops.docs.ingest`/`.delete`, gRPC), chunks out."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def create_app(settings: IngestionSettings) -> ServiceApp:
     servicer = IngestionServicer(lambda: app.js, settings.max_document_bytes)
 
     app.on_startup(handler.start)
-    app.add_grpc(lambda server: ingestion_pb2_grpc.add_IngestionServicer_to_server(servicer, server))
+    app.add_grpc(
+        lambda server: ingestion_pb2_grpc.add_IngestionServicer_to_server(servicer, server)
+    )
     app.add_stage(
         INGESTION_CONSUMER,
         handler,

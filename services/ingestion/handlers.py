@@ -95,12 +95,17 @@ class IngestHandler:
         registry = self.registry
         state, revision = await registry.get(doc.tenant, doc.doc_id)
         if state and not state.deleted and state.content_hash == prepared.content_hash:
-            log.info("document.unchanged", tenant=doc.tenant, doc_id=doc.doc_id, version=state.version)
+            log.info(
+                "document.unchanged", tenant=doc.tenant, doc_id=doc.doc_id, version=state.version
+            )
             await publish_document_event(
                 self._js(),
                 document_event(
-                    STAGE, events_pb2.DOCUMENT_STATUS_UNCHANGED, tenant=doc.tenant,
-                    doc_id=doc.doc_id, content_bytes=len(doc.content),
+                    STAGE,
+                    events_pb2.DOCUMENT_STATUS_UNCHANGED,
+                    tenant=doc.tenant,
+                    doc_id=doc.doc_id,
+                    content_bytes=len(doc.content),
                 ),
             )
             return
@@ -112,7 +117,10 @@ class IngestHandler:
         )
         metrics.CHUNKS.labels(STAGE).inc(len(chunked.chunks))
         log.info(
-            "document.chunked", tenant=doc.tenant, doc_id=doc.doc_id, version=version,
+            "document.chunked",
+            tenant=doc.tenant,
+            doc_id=doc.doc_id,
+            version=version,
             chunks=len(chunked.chunks),
         )
 
@@ -124,15 +132,14 @@ class IngestHandler:
             raise InvalidDocument("doc_id is required")
         registry = self.registry
         state, revision = await registry.get(tenant, request.doc_id)
-        if state and state.deleted:
-            version = state.version  # already deleted: re-send the same tombstone (idempotent)
-        else:
-            version = (state.version if state else 0) + 1
+        already_deleted = state is not None and state.deleted
+        # Already deleted: re-send the same tombstone (idempotent); else the next version.
+        version = (state.version if state else 0) + (0 if already_deleted else 1)
         tombstone = documents_pb2.ChunkedDocument(
             tenant=tenant, doc_id=request.doc_id, version=version, deleted=True
         )
         await self._publish(tombstone)
-        if not (state and state.deleted):
+        if not already_deleted:
             await registry.put(DocumentState(tenant, request.doc_id, version, "", True), revision)
         log.info("document.delete_requested", tenant=tenant, doc_id=request.doc_id, version=version)
 
@@ -140,7 +147,9 @@ class IngestHandler:
         headers = {
             **inject(),
             CONTENT_TYPE: PROTOBUF,
-            "Nats-Msg-Id": document_msg_id(DOCS_CHUNKED, chunked.tenant, chunked.doc_id, chunked.version),
+            "Nats-Msg-Id": document_msg_id(
+                DOCS_CHUNKED, chunked.tenant, chunked.doc_id, chunked.version
+            ),
         }
         await self._js().publish(DOCS_CHUNKED, chunked.SerializeToString(), headers=headers)
 
@@ -152,12 +161,14 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServicer):
         self._js = js
         self._max_bytes = max_document_bytes
 
-    async def Ingest(  # noqa: N802 - gRPC method name
+    async def Ingest(
         self, request: ingestion_pb2.IngestRequest, context: grpc.aio.ServicerContext
     ) -> ingestion_pb2.IngestResponse:
         for doc in request.documents:
             if not doc.doc_id:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "every document needs a doc_id")
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "every document needs a doc_id"
+                )
             if len(doc.content) > self._max_bytes:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -169,7 +180,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServicer):
         )
         return ingestion_pb2.IngestResponse(doc_ids=[d.doc_id for d in request.documents])
 
-    async def Delete(  # noqa: N802 - gRPC method name
+    async def Delete(
         self, request: ingestion_pb2.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> ingestion_pb2.DeleteResponse:
         payloads = [
@@ -189,4 +200,3 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServicer):
         except Exception as exc:
             log.error("ingest.publish_failed", error=str(exc))
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot publish to NATS: {exc}")
-

@@ -35,7 +35,9 @@ def create_app(settings: RetrievalSettings) -> ServiceApp:
 
     app.on_startup(stores.start)
     app.on_shutdown(stores.stop)
-    app.add_grpc(lambda server: retrieval_pb2_grpc.add_RetrievalServicer_to_server(servicer, server))
+    app.add_grpc(
+        lambda server: retrieval_pb2_grpc.add_RetrievalServicer_to_server(servicer, server)
+    )
     app.add_stage(
         RETRIEVAL_CONSUMER,
         IndexHandler(stores, lambda: app.js),

@@ -19,8 +19,14 @@ from llmops.bus.events import document_event, publish_document_event
 from llmops.bus.stage import Delivery, PoisonMessage
 from llmops.logging import get_logger
 from llmops.tracing import span
-from llmops.v1 import documents_pb2, embedding_pb2, embedding_pb2_grpc, events_pb2
-from llmops.v1 import retrieval_pb2, retrieval_pb2_grpc
+from llmops.v1 import (
+    documents_pb2,
+    embedding_pb2,
+    embedding_pb2_grpc,
+    events_pb2,
+    retrieval_pb2,
+    retrieval_pb2_grpc,
+)
 from retrieval.settings import RetrievalSettings
 from retrieval.store import ChunkRecord, SearchQuery, VectorStore, open_store
 
@@ -88,14 +94,15 @@ class IndexHandler:
         if not applied:
             status = events_pb2.DOCUMENT_STATUS_SUPERSEDED
         tokens = sum(c.chunk.token_count for c in embedded.chunks)
-        event = document_event(
-            STAGE, status, doc, chunks=len(embedded.chunks), tokens=tokens
-        )
+        event = document_event(STAGE, status, doc, chunks=len(embedded.chunks), tokens=tokens)
         await publish_document_event(self._js(), event)
         log.info(
             "document.indexed" if applied else "document.superseded",
-            tenant=doc.tenant, doc_id=doc.doc_id, version=doc.version,
-            chunks=len(embedded.chunks), deleted=doc.deleted,
+            tenant=doc.tenant,
+            doc_id=doc.doc_id,
+            version=doc.version,
+            chunks=len(embedded.chunks),
+            deleted=doc.deleted,
         )
 
 
@@ -118,14 +125,16 @@ def _record(doc: documents_pb2.ChunkedDocument, c: documents_pb2.EmbeddedChunk) 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
     def __init__(
-        self, stores: StoreHolder, embedder: Callable[[], embedding_pb2_grpc.EmbeddingStub],
+        self,
+        stores: StoreHolder,
+        embedder: Callable[[], embedding_pb2_grpc.EmbeddingStub],
         settings: RetrievalSettings,
     ) -> None:
         self._stores = stores
         self._embedder = embedder
         self._settings = settings
 
-    async def Search(  # noqa: N802 - gRPC method name
+    async def Search(
         self, request: retrieval_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.SearchResponse:
         started = time.perf_counter()
@@ -156,9 +165,17 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
         return retrieval_pb2.SearchResponse(
             hits=[
                 retrieval_pb2.SearchHit(
-                    chunk_id=h.chunk_id, doc_id=h.doc_id, score=h.score, text=h.text,
-                    source=h.source, title=h.title, heading=h.heading, index=h.index,
-                    version=h.version, collection=h.collection, metadata=h.metadata,
+                    chunk_id=h.chunk_id,
+                    doc_id=h.doc_id,
+                    score=h.score,
+                    text=h.text,
+                    source=h.source,
+                    title=h.title,
+                    heading=h.heading,
+                    index=h.index,
+                    version=h.version,
+                    collection=h.collection,
+                    metadata=h.metadata,
                 )
                 for h in hits
             ],

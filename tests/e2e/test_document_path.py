@@ -26,18 +26,24 @@ def make_pdf(path: Path) -> bytes:
     pdf = FPDF()
     pdf.set_font("helvetica", size=11)
     pages = [
-        ("Orchard pruning calendar", "Prune apple trees in late winter, between January and March, "
-         "while the trees are dormant. Remove dead, diseased and crossing branches first, then thin "
-         "the crown so that light reaches the centre of the tree."),
-        ("Cherry trees", "Cherry trees are pruned in summer, right after harvest, because winter "
-         "cuts invite silver leaf disease. Seal large cuts is not necessary; clean tools are."),
+        (
+            "Orchard pruning calendar",
+            "Prune apple trees in late winter, between January and March, "
+            "while the trees are dormant. Remove dead, diseased and crossing branches first, "
+            "then thin the crown so that light reaches the centre of the tree.",
+        ),
+        (
+            "Cherry trees",
+            "Cherry trees are pruned in summer, right after harvest, because winter "
+            "cuts invite silver leaf disease. Seal large cuts is not necessary; clean tools are.",
+        ),
     ]
     for title, text in pages:
         pdf.add_page()
         pdf.set_font("helvetica", "B", 14)
-        pdf.multi_cell(0, 8, title)
+        pdf.multi_cell(0, 8, title, new_x="LMARGIN", new_y="NEXT")
         pdf.set_font("helvetica", size=11)
-        pdf.multi_cell(0, 6, text)
+        pdf.multi_cell(0, 6, text, new_x="LMARGIN", new_y="NEXT")
     pdf.output(str(path))
     return path.read_bytes()
 
@@ -49,8 +55,12 @@ def doc(t: str, doc_id: str, content: bytes, source: str, **meta: str) -> docume
 
 
 async def search(
-    stub: retrieval_pb2_grpc.RetrievalStub, t: str, query: str, k: int = 5,
-    mode: int = retrieval_pb2.SEARCH_MODE_HYBRID, **filters: str,
+    stub: retrieval_pb2_grpc.RetrievalStub,
+    t: str,
+    query: str,
+    k: int = 5,
+    mode: int = retrieval_pb2.SEARCH_MODE_HYBRID,
+    **filters: str,
 ) -> list[retrieval_pb2.SearchHit]:
     reply = await stub.Search(
         retrieval_pb2.SearchRequest(tenant=t, query=query, top_k=k, mode=mode, filters=filters),
@@ -68,12 +78,12 @@ async def ingest(client: DocumentClient, *documents: documents_pb2.Document) -> 
 
 
 @pytest.fixture
-async def four_formats(
-    docs: DocumentClient, sample_dir: Path, tmp_path: Path
-) -> str:
+async def four_formats(docs: DocumentClient, sample_dir: Path, tmp_path: Path) -> str:
     t = tenant()
     published = [
-        doc(t, "aurora", (sample_dir / "aurora-heat-pump.txt").read_bytes(), "aurora-heat-pump.txt"),
+        doc(
+            t, "aurora", (sample_dir / "aurora-heat-pump.txt").read_bytes(), "aurora-heat-pump.txt"
+        ),
         doc(t, "handbook", (sample_dir / "travel-handbook.md").read_bytes(), "travel-handbook.md"),
         doc(t, "zephyr", (sample_dir / "zephyr-bicycle.html").read_bytes(), "zephyr-bicycle.html"),
         doc(t, "orchard", make_pdf(tmp_path / "orchard.pdf"), "orchard.pdf"),
@@ -85,15 +95,18 @@ async def four_formats(
 @pytest.mark.parametrize(
     ("query", "doc_id", "needle"),
     [
-        ("what does error E-417 mean", "aurora", "E-417"),
+        ("how long does the defrost cycle of the heat pump last", "aurora", "two to six minutes"),
         ("how much money do I get for meals per day on a business trip", "handbook", "45 euros"),
         ("how often should I oil my bike chain", "zephyr", "500 kilometres"),
         ("when should cherry trees be pruned", "orchard", "after harvest"),
     ],
 )
 async def test_each_format_is_searchable_and_the_right_chunk_ranks_first(
-    four_formats: str, retrieval: retrieval_pb2_grpc.RetrievalStub,
-    query: str, doc_id: str, needle: str,
+    four_formats: str,
+    retrieval: retrieval_pb2_grpc.RetrievalStub,
+    query: str,
+    doc_id: str,
+    needle: str,
 ) -> None:
     hits = await search(retrieval, four_formats, query)
     assert hits, "no results"
@@ -105,7 +118,9 @@ async def test_each_format_is_searchable_and_the_right_chunk_ranks_first(
 async def test_html_noise_and_markdown_headings(
     four_formats: str, retrieval: retrieval_pb2_grpc.RetrievalStub
 ) -> None:
-    noise = await search(retrieval, four_formats, "cookie banner tracking script navigation menu", k=50)
+    noise = await search(
+        retrieval, four_formats, "cookie banner tracking script navigation menu", k=50
+    )
     assert all("tracking-script" not in h.text and "navigation menu" not in h.text for h in noise)
     hotel = await search(retrieval, four_formats, "hotel nightly limit in London")
     assert hotel[0].doc_id == "handbook"
@@ -125,7 +140,8 @@ async def test_tenant_isolation(
 ) -> None:
     other = tenant()
     for mode in (
-        retrieval_pb2.SEARCH_MODE_HYBRID, retrieval_pb2.SEARCH_MODE_DENSE,
+        retrieval_pb2.SEARCH_MODE_HYBRID,
+        retrieval_pb2.SEARCH_MODE_DENSE,
         retrieval_pb2.SEARCH_MODE_SPARSE,
     ):
         assert await search(retrieval, other, "error code E-417 heat pump", k=50, mode=mode) == []

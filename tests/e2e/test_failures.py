@@ -58,8 +58,11 @@ async def dead_letters(platform: Platform) -> AsyncIterator[DeadLetters]:
     ],
 )
 async def test_malformed_messages_are_dead_lettered(
-    docs: DocumentClient, dead_letters: DeadLetters, payload: bytes,
-    headers: dict[str, str] | None, reason: str,
+    docs: DocumentClient,
+    dead_letters: DeadLetters,
+    payload: bytes,
+    headers: dict[str, str] | None,
+    reason: str,
 ) -> None:
     await docs.js.publish(DOCS_INGEST, payload, headers=headers)
     letter = await dead_letters.with_payload(payload)
@@ -94,8 +97,13 @@ async def test_json_documents_are_accepted(
     ],
 )
 async def test_bad_documents_fail_with_a_reason_and_a_dead_letter(
-    docs: DocumentClient, dead_letters: DeadLetters, retrieval: retrieval_pb2_grpc.RetrievalStub,
-    content: bytes, source: str, content_type: str, reason: str,
+    docs: DocumentClient,
+    dead_letters: DeadLetters,
+    retrieval: retrieval_pb2_grpc.RetrievalStub,
+    content: bytes,
+    source: str,
+    content_type: str,
+    reason: str,
 ) -> None:
     t = tenant()
     bad = doc(t, f"bad-{uuid.uuid4().hex[:6]}", content, source)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import TypeAlias
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
@@ -18,7 +19,7 @@ from llmops.bus.topology import DOCUMENT_EVENTS
 from llmops.tracing import current_trace_id
 from llmops.v1 import documents_pb2, events_pb2
 
-Status = events_pb2.DocumentStatus.ValueType
+Status: TypeAlias = events_pb2.DocumentStatus.ValueType
 
 
 def status_name(status: Status) -> str:

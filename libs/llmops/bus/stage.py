@@ -115,8 +115,12 @@ class Stage:
     async def start(self) -> None:
         """Create (or update) the durable consumer and start pulling."""
         js = self._js()
-        await js.add_consumer(self.consumer.stream.name, self.consumer.config(self.options.ack_wait_s))
-        subscription = await js.pull_subscribe_bind(self.consumer.durable, self.consumer.stream.name)
+        await js.add_consumer(
+            self.consumer.stream.name, self.consumer.config(self.options.ack_wait_s)
+        )
+        subscription = await js.pull_subscribe_bind(
+            self.consumer.durable, self.consumer.stream.name
+        )
         self._running = True
         self._subscription = subscription
         self._task = asyncio.create_task(self._pull(subscription), name=f"stage-{self.name}")
@@ -192,8 +196,13 @@ class Stage:
                 return
             delay = self.options.backoff_s[min(d.deliveries, len(self.options.backoff_s)) - 1]
             log.warning(
-                "stage.retry", stage=self.name, error=str(d.error), deliveries=d.deliveries,
-                delay_s=delay, doc_id=d.doc_id, tenant=d.tenant,
+                "stage.retry",
+                stage=self.name,
+                error=str(d.error),
+                deliveries=d.deliveries,
+                delay_s=delay,
+                doc_id=d.doc_id,
+                tenant=d.tenant,
             )
             await d.msg.nak(delay=delay)
             metrics.STAGE_MESSAGES.labels(self.name, "retried").inc()
@@ -223,9 +232,12 @@ class Stage:
         )
         await self._js().publish(dlq_subject(self.name), letter.SerializeToString())
         log.error(
-            "stage.dead_lettered", stage=self.name, reason=reason, tenant=d.tenant,
-            doc_id=d.doc_id, deliveries=d.deliveries,
+            "stage.dead_lettered",
+            stage=self.name,
+            reason=reason,
+            tenant=d.tenant,
+            doc_id=d.doc_id,
+            deliveries=d.deliveries,
         )
         if self.on_dead_letter is not None:
             await self.on_dead_letter(d, reason)
-

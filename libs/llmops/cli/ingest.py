@@ -35,8 +35,13 @@ def doc_id_for(path: Path) -> str:
 
 
 async def run_ingest(
-    nats_url: str, paths: list[Path], tenant: str, collection: str, metadata: dict[str, str],
-    wait: bool, timeout_s: float,
+    nats_url: str,
+    paths: list[Path],
+    tenant: str,
+    collection: str,
+    metadata: dict[str, str],
+    wait: bool,
+    timeout_s: float,
 ) -> int:
     console = Console(stderr=True)
     files = collect(paths)
@@ -48,7 +53,10 @@ async def run_ingest(
         if wait:
             await client.watch()
         columns = (
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
         )
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("published", total=len(files))
@@ -60,7 +68,8 @@ async def run_ingest(
                 return 0
             done = progress.add_task("searchable", total=len(files))
             outcomes = await client.wait_for(
-                [(tenant, doc_id_for(p)) for p in files], timeout_s,
+                [(tenant, doc_id_for(p)) for p in files],
+                timeout_s,
                 on_outcome=lambda _: progress.advance(done),
             )
     except TimeoutError as exc:

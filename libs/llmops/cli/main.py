@@ -92,7 +92,11 @@ def status(as_json: bool) -> None:
 @click.option("--wait", is_flag=True, help="return when searchable; non-zero if any failed")
 @click.option("--timeout", default=600.0, show_default=True, help="seconds --wait waits")
 def ingest(
-    paths: tuple[Path, ...], tenant: str, collection: str, meta: tuple[str, ...], wait: bool,
+    paths: tuple[Path, ...],
+    tenant: str,
+    collection: str,
+    meta: tuple[str, ...],
+    wait: bool,
     timeout: float,
 ) -> None:
     """Publish files or folders (text, Markdown, HTML, PDF) to the ingestion subject."""
@@ -116,7 +120,12 @@ def ingest(
 @click.option("--mode", type=click.Choice(["hybrid", "dense", "sparse"]), default="hybrid")
 @click.option("--json", "as_json", is_flag=True)
 def search(
-    query: str, tenant: str, top_k: int, collection: str, filters: tuple[str, ...], mode: str,
+    query: str,
+    tenant: str,
+    top_k: int,
+    collection: str,
+    filters: tuple[str, ...],
+    mode: str,
     as_json: bool,
 ) -> None:
     """Ranked chunks for QUERY, with scores, source and text."""
@@ -126,7 +135,13 @@ def search(
     sys.exit(
         asyncio.run(
             run_search(
-                state.grpc["retrieval"], query, tenant, top_k, collection, _pairs(filters), mode,
+                state.grpc["retrieval"],
+                query,
+                tenant,
+                top_k,
+                collection,
+                _pairs(filters),
+                mode,
                 as_json,
             )
         )

@@ -95,7 +95,10 @@ def platform_specs(settings: CommonSettings) -> tuple[list[ProcessSpec], list[li
     data_dir.mkdir(parents=True, exist_ok=True)
     host, port = _host_port(settings.nats_url)
     nats = NatsServerConfig(
-        port=port, http_port=settings.nats_monitor_port, store_dir=settings.nats_store_dir, host=host
+        port=port,
+        http_port=settings.nats_monitor_port,
+        store_dir=settings.nats_store_dir,
+        host=host,
     )
     conf = data_dir / "nats.conf"
     conf.write_text(nats.render())
@@ -142,7 +145,9 @@ def triton_spec(runtime: TritonRuntime, settings: CommonSettings) -> ProcessSpec
     return ProcessSpec(
         "triton",
         runtime.command(
-            settings.triton_model_repository, grpc_port, settings.triton_http_port,
+            settings.triton_model_repository,
+            grpc_port,
+            settings.triton_http_port,
             settings.triton_metrics_port,
         ),
         runtime.env(),

@@ -19,11 +19,21 @@ _MODES = {
 
 
 async def run_search(
-    address: str, query: str, tenant: str, top_k: int, collection: str,
-    filters: dict[str, str], mode: str, as_json: bool,
+    address: str,
+    query: str,
+    tenant: str,
+    top_k: int,
+    collection: str,
+    filters: dict[str, str],
+    mode: str,
+    as_json: bool,
 ) -> int:
     request = retrieval_pb2.SearchRequest(
-        tenant=tenant, query=query, top_k=top_k, collection=collection, filters=filters,
+        tenant=tenant,
+        query=query,
+        top_k=top_k,
+        collection=collection,
+        filters=filters,
         mode=_MODES[mode],
     )
     console = Console()
@@ -34,11 +44,23 @@ async def run_search(
             console.print(f"[red]search failed: {exc.code().name}: {exc.details()}[/red]")
             return 1
     if as_json:
-        print(json.dumps([
-            {"rank": i + 1, "score": h.score, "doc_id": h.doc_id, "source": h.source,
-             "heading": h.heading, "chunk_id": h.chunk_id, "text": h.text}
-            for i, h in enumerate(reply.hits)
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "rank": i + 1,
+                        "score": h.score,
+                        "doc_id": h.doc_id,
+                        "source": h.source,
+                        "heading": h.heading,
+                        "chunk_id": h.chunk_id,
+                        "text": h.text,
+                    }
+                    for i, h in enumerate(reply.hits)
+                ],
+                indent=2,
+            )
+        )
         return 0
     if not reply.hits:
         console.print(f"no results for tenant {tenant!r}")

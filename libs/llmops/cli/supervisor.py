@@ -52,13 +52,18 @@ class ManagedProcess:
             cwd=self.spec.cwd,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children in order
+            # Ctrl-C reaches the supervisor only; it stops the children in order.
+            start_new_session=True,
         )
         self.pump = asyncio.create_task(self._pump(self.process))
 
     async def _pump(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
-        prefix = f"\x1b[{self.color}m{self.spec.name:<10}|\x1b[0m " if _tty() else f"{self.spec.name:<10}| "
+        prefix = (
+            f"\x1b[{self.color}m{self.spec.name:<10}|\x1b[0m "
+            if _tty()
+            else f"{self.spec.name:<10}| "
+        )
         while line := await process.stdout.readline():
             sys.stdout.write(prefix + line.decode(errors="replace"))
             sys.stdout.flush()
@@ -90,9 +95,7 @@ class StartupError(RuntimeError):
 
 class Supervisor:
     def __init__(self, specs: list[ProcessSpec], on_change: Callable[[], None] | None = None):
-        self.processes = [
-            ManagedProcess(s, _COLORS[i % len(_COLORS)]) for i, s in enumerate(specs)
-        ]
+        self.processes = [ManagedProcess(s, _COLORS[i % len(_COLORS)]) for i, s in enumerate(specs)]
         self._on_change = on_change or (lambda: None)
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
