@@ -40,7 +40,6 @@ class CommonSettings(BaseSettings):
     triton_model_repository: Path = Path("deploy/triton/models")
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
-    log_payloads: bool = Field(False, description="log document text and queries (PII!)")
     otlp_endpoint: str | None = Field(None, description="OTLP/gRPC collector; unset = no export")
     js_replicas: int = Field(1, description="JetStream stream replicas (3 in production)")
     max_deliver: int = Field(5, description="deliveries before a message is dead-lettered")

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from ingestion.pipeline import DocumentPipeline
@@ -135,3 +136,30 @@ async def test_state_survives_a_full_restart(tmp_path: Path) -> None:
         await assert_exactly_once(second, {d.doc_id: n})
         status = second.cli("status")
         assert status.returncode == 0, status.stdout + status.stderr
+
+
+async def test_search_when_the_embedding_service_is_down(crash_platform: Platform) -> None:
+    """Dense and hybrid search say UNAVAILABLE clearly; BM25-only search keeps working."""
+    client = await DocumentClient.connect(crash_platform.nats_url)
+    await client.watch()
+    d = document(7)
+    d.doc_id = "down-test"
+    await client.publish(d)
+    await client.wait_for([(TENANT, d.doc_id)], 120)
+    await client.close()
+    pid = crash_platform.pid("embedding")
+    os.kill(pid, signal.SIGSTOP)  # hung, not dead: the supervisor does not restart it
+    try:
+        async with channel(crash_platform.addr("retrieval")) as ch:
+            stub = retrieval_pb2_grpc.RetrievalStub(ch)
+            request = retrieval_pb2.SearchRequest(tenant=TENANT, query="part number", top_k=3)
+            with pytest.raises(grpc.aio.AioRpcError) as down:
+                await stub.Search(request, timeout=30)
+            assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "embedding service" in (down.value.details() or "")
+            request.mode = retrieval_pb2.SEARCH_MODE_SPARSE
+            assert len((await stub.Search(request, timeout=30)).hits) == 3
+        status = crash_platform.cli("status")
+        assert status.returncode == 1 and "down" in status.stdout
+    finally:
+        os.kill(pid, signal.SIGCONT)

@@ -8,11 +8,21 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import grpc
 import pytest
 from fpdf import FPDF
 
 from llmops.docclient import DocumentClient
-from llmops.v1 import documents_pb2, events_pb2, retrieval_pb2, retrieval_pb2_grpc
+from llmops.grpcutil import channel
+from llmops.v1 import (
+    documents_pb2,
+    events_pb2,
+    ingestion_pb2,
+    ingestion_pb2_grpc,
+    retrieval_pb2,
+    retrieval_pb2_grpc,
+)
+from tests.support import Platform
 
 INDEXED = events_pb2.DOCUMENT_STATUS_INDEXED
 TIMEOUT = 120.0
@@ -198,3 +208,45 @@ async def test_delete_removes_the_document(
     assert [h.text for h in await search(retrieval, t, "launch date")] == [
         "The launch moved to June."
     ]
+
+
+async def test_grpc_ingest_and_delete(
+    platform: Platform, docs: DocumentClient, retrieval: retrieval_pb2_grpc.RetrievalStub
+) -> None:
+    t = tenant()
+    async with channel(platform.addr("ingestion")) as ch:
+        stub = ingestion_pb2_grpc.IngestionStub(ch)
+        reply = await stub.Ingest(
+            ingestion_pb2.IngestRequest(
+                documents=[doc(t, "rpc", b"# Parking\n\nVisitors park in garage D.", "rpc.md")]
+            ),
+            timeout=10,
+        )
+        assert list(reply.doc_ids) == ["rpc"]
+        assert (await docs.wait_for([(t, "rpc")], TIMEOUT))[(t, "rpc")].status == INDEXED
+        assert (await search(retrieval, t, "where do visitors park"))[0].heading == "Parking"
+        await stub.Delete(ingestion_pb2.DeleteRequest(tenant=t, doc_ids=["rpc"]), timeout=10)
+        outcome = await docs.wait_for([(t, "rpc")], TIMEOUT)
+        assert outcome[(t, "rpc")].status == events_pb2.DOCUMENT_STATUS_DELETED
+        with pytest.raises(grpc.aio.AioRpcError) as missing_id:
+            await stub.Ingest(ingestion_pb2.IngestRequest(documents=[doc(t, "", b"x", "x.txt")]))
+        assert missing_id.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (retrieval_pb2.SearchRequest(query="  "), "query is empty"),
+        (retrieval_pb2.SearchRequest(query="x", top_k=5000), "top_k must be between 1 and 1000"),
+        (retrieval_pb2.SearchRequest(query="x", top_k=-1), "top_k must be between 1 and 1000"),
+    ],
+)
+async def test_invalid_searches_are_refused_clearly(
+    retrieval: retrieval_pb2_grpc.RetrievalStub,
+    request_: retrieval_pb2.SearchRequest,
+    message: str,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await retrieval.Search(request_, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (refused.value.details() or "")

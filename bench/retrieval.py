@@ -1,0 +1,319 @@
+"""Retrieval quality and search latency on BEIR SciFact, through the real platform.
+
+Ingests the vendored SciFact corpus (``bench/data/scifact``) as one ``Document`` per abstract
+over NATS (parse, chunk, embed, index: the real document path), then scores the 300 test
+queries through gRPC ``Search`` in dense, hybrid and sparse mode (nDCG@10 and Recall@100
+over documents: chunk hits are folded max-passage) next to the published figures, and
+measures client-side search latency over gRPC at 1 and 8 concurrent clients.
+
+    .venv/bin/python bench/retrieval.py                        # full run, own platform
+    .venv/bin/python bench/retrieval.py --limit-queries 20     # smoke run (~500 docs)
+    .venv/bin/python bench/retrieval.py --nats-url nats://127.0.0.1:4222 \\
+        --retrieval-addr 127.0.0.1:50053                       # a platform already running
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.ir_metrics import Doc, dedupe_docs, load_beir, ndcg_at_k, recall_at_k  # noqa: E402
+from tests.support import run_platform  # noqa: E402
+
+from llmops.bus.events import status_name  # noqa: E402
+from llmops.docclient import DocumentClient  # noqa: E402
+from llmops.grpcutil import channel  # noqa: E402
+from llmops.v1 import documents_pb2, events_pb2, retrieval_pb2, retrieval_pb2_grpc  # noqa: E402
+
+DATA = ROOT / "bench" / "data" / "scifact"
+TENANT = "scifact"
+MODES = {
+    "dense": retrieval_pb2.SEARCH_MODE_DENSE,
+    "hybrid": retrieval_pb2.SEARCH_MODE_HYBRID,
+    "sparse": retrieval_pb2.SEARCH_MODE_SPARSE,
+}
+MAX_K = 1000  # services/retrieval/settings.py: search_max_k
+PUBLISHED_FOR = {"dense": "all-MiniLM-L6-v2", "sparse": "BM25"}  # model name contains this
+
+
+def select(
+    corpus: dict[str, Doc],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    limit_queries: int | None,
+    limit_docs: int | None,
+) -> tuple[dict[str, Doc], dict[str, str], dict[str, dict[str, int]]]:
+    """The first N queries (BEIR order); every doc they judge, topped up in corpus order."""
+    if limit_queries is not None:
+        queries = dict(list(queries.items())[:limit_queries])
+        qrels = {qid: qrels[qid] for qid in queries}
+        limit_docs = limit_docs if limit_docs is not None else 25 * limit_queries
+    if limit_docs is None:
+        return corpus, queries, qrels
+    keep = {d for judged in qrels.values() for d in judged if d in corpus}
+    for doc_id in corpus:
+        if len(keep) >= limit_docs:
+            break
+        keep.add(doc_id)
+    return {d: doc for d, doc in corpus.items() if d in keep}, queries, qrels
+
+
+@dataclass
+class Ingest:
+    total: int
+    published: int = 0
+    chunks: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    seconds: float = 0.0  # set when every outcome arrived
+
+    def on_outcome(self, event: events_pb2.DocumentEvent) -> None:
+        name = status_name(event.status)
+        self.statuses[name] = self.statuses.get(name, 0) + 1
+        self.chunks += event.chunks
+        if event.status == events_pb2.DOCUMENT_STATUS_FAILED:
+            self.failed.append(
+                {"doc_id": event.doc_id, "stage": event.stage, "reason": event.reason}
+            )
+
+    def line(self) -> str:
+        done, elapsed = sum(self.statuses.values()), time.monotonic() - self.started
+        rate = done / elapsed
+        eta = f"{(self.total - done) / rate:.0f} s" if rate > 0 else "?"
+        return (
+            f"  ingest: published {self.published}/{self.total}, done {done}/{self.total} "
+            f"in {elapsed:.0f} s ({rate:.1f} docs/s, {self.chunks / elapsed:.1f} chunks/s), "
+            f"ETA {eta}"
+        )
+
+
+async def ingest(nats_url: str, corpus: dict[str, Doc], timeout_s: float) -> Ingest:
+    progress = Ingest(total=len(corpus))
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(5)
+            print(progress.line(), flush=True)
+
+    client = await DocumentClient.connect(nats_url)
+    reporter = asyncio.create_task(report())
+    try:
+        await client.watch()
+        for doc_id, doc in corpus.items():
+            content = f"{doc['title']}\n\n{doc['text']}".encode()
+            await client.publish(
+                documents_pb2.Document(
+                    tenant=TENANT,
+                    doc_id=doc_id,
+                    title=doc["title"],
+                    content=content,
+                    content_type="text/plain",
+                )
+            )
+            progress.published += 1
+        keys = [(TENANT, d) for d in corpus]
+        await client.wait_for(keys, timeout_s, on_outcome=progress.on_outcome)
+    finally:
+        reporter.cancel()
+        await client.close()
+    progress.seconds = time.monotonic() - progress.started
+    print(
+        f"  ingest done: {progress.total} docs, {progress.chunks} chunks in "
+        f"{progress.seconds:.1f} s ({progress.total / progress.seconds:.1f} docs/s); "
+        + ", ".join(f"{n} {s}" for s, n in sorted(progress.statuses.items())),
+        flush=True,
+    )
+    return progress
+
+
+async def evaluate(
+    address: str, queries: dict[str, str], qrels: dict[str, dict[str, int]], k: int
+) -> dict[str, dict[str, float]]:
+    """Both metrics from one response per query; a query whose `k` chunks hold fewer than
+    100 distinct docs is asked again with the server's maximum top_k (see `MAX_K`)."""
+    results: dict[str, dict[str, float]] = {}
+    async with channel(address) as ch:
+        stub = retrieval_pb2_grpc.RetrievalStub(ch)
+        for name, mode in MODES.items():
+            started, deeper, short = time.monotonic(), 0, 0
+            ranked: dict[str, list[str]] = {}
+            for qid, text in queries.items():
+                top_k = k
+                while True:
+                    request = retrieval_pb2.SearchRequest(
+                        tenant=TENANT, query=text, top_k=top_k, mode=mode
+                    )
+                    reply = await stub.Search(request, timeout=60)
+                    ranked[qid] = dedupe_docs((h.doc_id, h.score) for h in reply.hits)
+                    if len(ranked[qid]) >= 100 or len(reply.hits) < top_k or top_k >= MAX_K:
+                        break
+                    top_k, deeper = MAX_K, deeper + 1
+                short += len(ranked[qid]) < 100
+            results[name] = {
+                "ndcg_at_10": ndcg_at_k(ranked, qrels, 10),
+                "recall_at_100": recall_at_k(ranked, qrels, 100),
+                "queries_asked_again_with_max_top_k": deeper,
+                "queries_with_fewer_than_100_docs": short,
+            }
+            print(
+                f"  {name:<6}: {len(queries)} queries in {time.monotonic() - started:.1f} s; "
+                f"{deeper} asked again with top_k={MAX_K}, {short} with < 100 docs in the end"
+            )
+    return results
+
+
+async def latency(
+    address: str, queries: list[str], clients: int, rounds: int, k: int
+) -> dict[str, float]:
+    """Each client has its own channel; all pull from one shared list of queries x rounds."""
+    work = iter([q for _ in range(rounds) for q in queries])
+    samples: list[float] = []
+    request_for = retrieval_pb2.SearchRequest
+
+    async def client(ch: Any) -> None:
+        stub = retrieval_pb2_grpc.RetrievalStub(ch)
+        for text in work:
+            request = request_for(tenant=TENANT, query=text, top_k=k, mode=MODES["hybrid"])
+            t0 = time.perf_counter()
+            await stub.Search(request, timeout=60)
+            samples.append((time.perf_counter() - t0) * 1000)
+
+    async with contextlib.AsyncExitStack() as stack:
+        channels = [await stack.enter_async_context(channel(address)) for _ in range(clients)]
+        for ch in channels:  # connect and warm up outside the measurement
+            await ch.channel_ready()
+            for text in queries[:3]:
+                await retrieval_pb2_grpc.RetrievalStub(ch).Search(
+                    request_for(tenant=TENANT, query=text, top_k=k, mode=MODES["hybrid"]),
+                    timeout=60,
+                )
+        started = time.perf_counter()
+        await asyncio.gather(*(client(ch) for ch in channels))
+        wall = time.perf_counter() - started
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return {
+        "clients": clients,
+        "requests": len(samples),
+        "p50_ms": cuts[49],
+        "p95_ms": cuts[94],
+        "p99_ms": cuts[98],
+        "qps": len(samples) / wall,
+        "wall_s": wall,
+    }
+
+
+def published_figure(name: str) -> dict[str, Any] | None:
+    model = PUBLISHED_FOR.get(name)
+    rows: list[dict[str, Any]] = json.loads((DATA / "published.json").read_text())
+    return next((r for r in rows if model and model in r["model"]), None)
+
+
+def fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "—"
+
+
+def report(quality: dict[str, dict[str, float]], lat: list[dict[str, float]], subset: bool) -> None:
+    print("\nSciFact test: nDCG@10 and Recall@100 over documents (chunks folded max-passage)")
+    print(f"{'mode':<8} | nDCG@10 | R@100  | published, same model: nDCG@10, R@100")
+    print("-" * 90)
+    for name, m in quality.items():
+        pub = published_figure(name)
+        ref = (
+            f"{pub['model']}: {fmt(pub.get('ndcg_at_10'))}, {fmt(pub.get('recall_at_100'))}"
+            if pub
+            else "none published (see the dense and sparse rows)"
+        )
+        print(f"{name:<8} | {m['ndcg_at_10']:>7.3f} | {m['recall_at_100']:>6.3f} | {ref}")
+    print(
+        "published: whole abstracts, exact search; here: 200-token chunks in Qdrant, top doc chunk"
+    )
+    if subset:
+        print("NOTE: a subset of queries/docs: NOT comparable to the published figures")
+    print("\nSearch latency over gRPC (hybrid, top_k=10, measured by the client)")
+    print("clients | requests |  p50 ms |  p95 ms |  p99 ms |    q/s")
+    print("-" * 60)
+    for r in lat:
+        print(
+            f"{r['clients']:>7} | {r['requests']:>8} | {r['p50_ms']:>7.1f} | {r['p95_ms']:>7.1f} "
+            f"| {r['p99_ms']:>7.1f} | {r['qps']:>6.1f}"
+        )
+
+
+async def bench(args: argparse.Namespace, nats_url: str, address: str) -> dict[str, Any]:
+    corpus, queries, qrels = select(*load_beir(DATA), args.limit_queries, args.limit_docs)
+    print(f"SciFact: ingesting {len(corpus)} docs; {len(queries)} queries", flush=True)
+    ing = await ingest(nats_url, corpus, args.ingest_timeout)
+    for f in ing.failed:
+        print(f"  FAILED {f['doc_id']} at {f['stage']}: {f['reason']}")
+    print(f"evaluating (top_k={args.eval_k} chunks per query)", flush=True)
+    quality = await evaluate(address, queries, qrels, args.eval_k)
+    lat = []
+    for clients in (1, 8):
+        print(f"latency: {clients} client(s), {args.rounds} round(s)", flush=True)
+        lat.append(await latency(address, list(queries.values()), clients, args.rounds, 10))
+    subset = args.limit_queries is not None or args.limit_docs is not None
+    report(quality, lat, subset)
+    return {
+        "dataset": "BEIR SciFact test",
+        "subset": subset,
+        "docs": len(corpus),
+        "queries": len(queries),
+        "ingest": {
+            "outcomes": ing.statuses,
+            "failed": ing.failed,
+            "chunks": ing.chunks,
+            "seconds": ing.seconds,
+            "docs_per_s": len(corpus) / ing.seconds,
+        },
+        "eval_top_k_chunks": args.eval_k,
+        "quality": quality,
+        "published": json.loads((DATA / "published.json").read_text()),
+        "latency": {"mode": "hybrid", "top_k": 10, "rounds": args.rounds, "runs": lat},
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data-dir", type=Path, help="platform data dir (default: a temp dir)")
+    p.add_argument("--nats-url", help="use a running platform (with --retrieval-addr)")
+    p.add_argument("--retrieval-addr", help="its retrieval gRPC address, host:port")
+    p.add_argument("--limit-queries", type=int, help="first N test queries (implies ~25N docs)")
+    p.add_argument("--limit-docs", type=int, help="N docs, always keeping the judged ones")
+    p.add_argument("--eval-k", type=int, default=300, help="chunks per query for quality")
+    p.add_argument("--rounds", type=int, default=2, help="latency rounds over the queries")
+    p.add_argument("--ingest-timeout", type=float, default=3600.0)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "retrieval.json")
+    args = p.parse_args()
+    if (args.nats_url is None) != (args.retrieval_addr is None):
+        p.error("--nats-url and --retrieval-addr go together")
+    with contextlib.ExitStack() as stack:
+        if args.nats_url:
+            nats_url, address = args.nats_url, args.retrieval_addr
+        else:
+            data_dir = args.data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            print(f"starting the platform (llmops up, no Triton) in {data_dir}", flush=True)
+            platform = stack.enter_context(run_platform(data_dir, triton=False, timeout_s=300))
+            nats_url, address = platform.nats_url, platform.addr("retrieval")
+        results = asyncio.run(bench(args, nats_url, address))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return 1 if results["ingest"]["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
