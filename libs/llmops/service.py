@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 import nats
 from nats.aio.client import Client
@@ -22,11 +23,39 @@ from llmops.bus.stage import BatchHandler, DeadLetterHook, Stage, StageOptions
 from llmops.bus.topology import Consumer, ensure_topology
 from llmops.grpcutil import GrpcServer, Registrar
 from llmops.logging import configure_logging, get_logger
-from llmops.settings import CommonSettings
+from llmops.settings import CommonSettings, port_of
 from llmops.tracing import configure_tracing
 
 log = get_logger(__name__)
 Hook = Callable[[], Awaitable[None]]
+T = TypeVar("T")
+
+
+class Loaded(Generic[T]):
+    """A resource loaded at start-up (a model, a store), shared by a service's edges.
+
+    Handlers are built by `create_app`, before anything is loaded; they keep
+    this box and read `.value` when they work, which fails loudly if start-up
+    has not run instead of handing out None.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._value: T | None = None
+
+    def set(self, value: T) -> None:
+        self._value = value
+
+    def take(self) -> T | None:
+        """Remove and return the resource (for shutdown)."""
+        value, self._value = self._value, None
+        return value
+
+    @property
+    def value(self) -> T:
+        if self._value is None:
+            raise RuntimeError(f"{self._what} is not loaded yet")
+        return self._value
 
 
 class ServiceApp:
@@ -35,13 +64,14 @@ class ServiceApp:
         name: str,
         settings: CommonSettings,
         *,
-        grpc_address: str | None,
+        grpc_addr: str | None,
         metrics_port: int,
         grpc_services: Sequence[str] = (),
     ) -> None:
+        """`grpc_addr` is this service's address in the address book; it listens on its port."""
         self.name = name
         self.settings = settings
-        self.grpc_address = grpc_address
+        self.grpc_address = f"{settings.bind_host}:{port_of(grpc_addr)}" if grpc_addr else None
         self.metrics_port = metrics_port
         self.grpc_services = list(grpc_services)
         self._nc: Client | None = None

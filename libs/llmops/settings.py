@@ -26,6 +26,10 @@ class CommonSettings(BaseSettings):
 
     data_dir: Path = Field(Path(".llmops"), description="state of the local platform")
     models_dir: Path = Field(Path("models"), description="exported model files (make setup)")
+    embedding_model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="folder under models_dir; ingestion chunks with this model's tokenizer",
+    )
     nats_url: str = "nats://127.0.0.1:4222"
     bind_host: str = Field("127.0.0.1", description="interface gRPC and metrics servers bind")
     ingestion_addr: str = "127.0.0.1:50061"
@@ -48,3 +52,7 @@ class CommonSettings(BaseSettings):
     @property
     def nats_store_dir(self) -> Path:
         return self.data_dir / "nats"
+
+    @property
+    def embedding_model_dir(self) -> Path:
+        return self.models_dir / self.embedding_model

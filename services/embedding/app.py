@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from embedding.handlers import STAGE, EmbeddingServicer, EmbedHandler, EncoderHolder
+import asyncio
+
+from embedding.encoder import OnnxEncoder
+from embedding.handlers import STAGE, EmbeddingServicer, EmbedHandler, load_encoder
 from embedding.settings import EmbeddingSettings
 from llmops.bus.events import failure_events
 from llmops.bus.topology import EMBEDDING_CONSUMER
-from llmops.service import ServiceApp
-from llmops.settings import port_of
+from llmops.service import Loaded, ServiceApp
 from llmops.v1 import embedding_pb2, embedding_pb2_grpc
 
 SERVICE_NAME = embedding_pb2.DESCRIPTOR.services_by_name["Embedding"].full_name
@@ -17,14 +19,17 @@ def create_app(settings: EmbeddingSettings) -> ServiceApp:
     app = ServiceApp(
         STAGE,
         settings,
-        grpc_address=f"{settings.bind_host}:{port_of(settings.embedding_addr)}",
+        grpc_addr=settings.embedding_addr,
         metrics_port=settings.embedding_metrics_port,
         grpc_services=[SERVICE_NAME],
     )
-    model = EncoderHolder(settings)
+    model: Loaded[OnnxEncoder] = Loaded("the embedding model")
     servicer = EmbeddingServicer(model, settings.embed_max_texts)
 
-    app.on_startup(model.start)
+    async def load_model() -> None:
+        model.set(await asyncio.to_thread(load_encoder, settings))
+
+    app.on_startup(load_model)
     app.add_grpc(
         lambda server: embedding_pb2_grpc.add_EmbeddingServicer_to_server(servicer, server)
     )

@@ -23,6 +23,7 @@ from llmops.bus.codec import CONTENT_TYPE, PROTOBUF, MalformedMessage, decode
 from llmops.bus.stage import Delivery, PoisonMessage
 from llmops.bus.topology import DOCS_EMBEDDED, document_msg_id
 from llmops.logging import get_logger
+from llmops.service import Loaded
 from llmops.tracing import inject, span
 from llmops.v1 import documents_pb2, embedding_pb2, embedding_pb2_grpc
 
@@ -30,36 +31,21 @@ log = get_logger(__name__)
 STAGE = "embedding"
 
 
-class EncoderHolder:
-    """Loads the model at start-up (not import time) and hands it to both edges."""
-
-    def __init__(self, settings: EmbeddingSettings) -> None:
-        self._settings = settings
-        self._encoder: OnnxEncoder | None = None
-
-    async def start(self) -> None:
-        s = self._settings
-        self._encoder = await asyncio.to_thread(
-            OnnxEncoder,
-            s.models_dir / s.embedding_model,
-            variant=s.embedding_variant,
-            device=s.embedding_device,
-            batch_size=s.embedding_batch_size,
-            intra_op_threads=s.embedding_threads,
-        )
-        log.info(
-            "embedding.model_loaded", model=self._encoder.model_name, variant=s.embedding_variant
-        )
-
-    @property
-    def encoder(self) -> OnnxEncoder:
-        if self._encoder is None:
-            raise RuntimeError("the embedding model is not loaded yet")
-        return self._encoder
+def load_encoder(settings: EmbeddingSettings) -> OnnxEncoder:
+    """Load the model (blocking: run it in a thread at start-up)."""
+    encoder = OnnxEncoder(
+        settings.embedding_model_dir,
+        variant=settings.embedding_variant,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        intra_op_threads=settings.embedding_threads,
+    )
+    log.info("embedding.model_loaded", model=encoder.model_name, variant=settings.embedding_variant)
+    return encoder
 
 
 class EmbedHandler:
-    def __init__(self, model: EncoderHolder, js: Callable[[], JetStreamContext]) -> None:
+    def __init__(self, model: Loaded[OnnxEncoder], js: Callable[[], JetStreamContext]) -> None:
         self._model = model
         self._js = js
 
@@ -74,7 +60,7 @@ class EmbedHandler:
             delivery.tenant, delivery.doc_id = doc.tenant, doc.doc_id
             docs.append((delivery, doc))
         texts = [c.text for _, doc in docs for c in doc.chunks]
-        encoder = self._model.encoder
+        encoder = self._model.value
         result = await asyncio.to_thread(encoder.encode, texts)
         offset = 0
         publishes = []
@@ -118,7 +104,7 @@ def _embedded_document(
 
 
 class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):
-    def __init__(self, model: EncoderHolder, max_texts: int) -> None:
+    def __init__(self, model: Loaded[OnnxEncoder], max_texts: int) -> None:
         self._model = model
         self._max_texts = max_texts
 
@@ -130,7 +116,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{len(request.texts)} texts in one call; the limit is {self._max_texts}",
             )
-        encoder = self._model.encoder
+        encoder = self._model.value
         result = await asyncio.to_thread(encoder.encode, list(request.texts))
         return embedding_pb2.EmbedResponse(
             vectors=[embedding_pb2.Vector(values=v.tolist()) for v in result.vectors],

@@ -10,7 +10,6 @@ from llmops.settings import CommonSettings
 
 
 class EmbeddingSettings(CommonSettings):
-    embedding_model: str = "all-MiniLM-L6-v2"
     embedding_variant: Literal["int8", "fp32"] = Field(
         "int8", description="int8: 2x faster on CPU, same retrieval quality (DESIGN.md)"
     )

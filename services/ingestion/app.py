@@ -7,7 +7,6 @@ from ingestion.settings import IngestionSettings
 from llmops.bus.events import failure_events
 from llmops.bus.topology import INGESTION_CONSUMER
 from llmops.service import ServiceApp
-from llmops.settings import port_of
 from llmops.v1 import ingestion_pb2, ingestion_pb2_grpc
 
 SERVICE_NAME = ingestion_pb2.DESCRIPTOR.services_by_name["Ingestion"].full_name
@@ -17,7 +16,7 @@ def create_app(settings: IngestionSettings) -> ServiceApp:
     app = ServiceApp(
         STAGE,
         settings,
-        grpc_address=f"{settings.bind_host}:{port_of(settings.ingestion_addr)}",
+        grpc_addr=settings.ingestion_addr,
         metrics_port=settings.ingestion_metrics_port,
         grpc_services=[SERVICE_NAME],
     )

@@ -30,6 +30,7 @@ from llmops.bus.topology import (
     document_msg_id,
 )
 from llmops.logging import get_logger
+from llmops.service import Loaded
 from llmops.tracing import inject, span
 from llmops.v1 import documents_pb2, events_pb2, ingestion_pb2, ingestion_pb2_grpc
 
@@ -44,31 +45,22 @@ class IngestHandler:
     def __init__(self, settings: IngestionSettings, js: Callable[[], JetStreamContext]) -> None:
         self._settings = settings
         self._js = js
-        self._pipeline: DocumentPipeline | None = None
-        self._registry: DocumentRegistry | None = None
+        self._pipeline: Loaded[DocumentPipeline] = Loaded("the document pipeline")
+        self._registry: Loaded[DocumentRegistry] = Loaded("the document registry")
 
     async def start(self) -> None:
         """Load the tokenizer and open the registry bucket (start-up, not import time)."""
         s = self._settings
-        self._pipeline = DocumentPipeline(
-            s.models_dir / "all-MiniLM-L6-v2" / "tokenizer.json",
-            s.max_document_bytes,
-            s.chunk_tokens,
-            s.chunk_overlap_tokens,
+        self._pipeline.set(
+            DocumentPipeline(
+                s.embedding_model_dir / "tokenizer.json",
+                s.max_document_bytes,
+                s.chunk_tokens,
+                s.chunk_overlap_tokens,
+            )
         )
-        self._registry = DocumentRegistry(await self._js().key_value(DOCUMENT_REGISTRY_BUCKET))
-
-    @property
-    def pipeline(self) -> DocumentPipeline:
-        if self._pipeline is None:
-            raise RuntimeError("IngestHandler.start() was not awaited")
-        return self._pipeline
-
-    @property
-    def registry(self) -> DocumentRegistry:
-        if self._registry is None:
-            raise RuntimeError("IngestHandler.start() was not awaited")
-        return self._registry
+        kv = await self._js().key_value(DOCUMENT_REGISTRY_BUCKET)
+        self._registry.set(DocumentRegistry(kv))
 
     async def __call__(self, batch: Sequence[Delivery]) -> None:
         for delivery in batch:
@@ -91,8 +83,8 @@ class IngestHandler:
         delivery.tenant, delivery.doc_id = doc.tenant, doc.doc_id
         if not doc.doc_id:
             raise InvalidDocument("doc_id is required")
-        prepared = await asyncio.to_thread(self.pipeline.prepare, doc)
-        registry = self.registry
+        prepared = await asyncio.to_thread(self._pipeline.value.prepare, doc)
+        registry = self._registry.value
         state, revision = await registry.get(doc.tenant, doc.doc_id)
         if state and not state.deleted and state.content_hash == prepared.content_hash:
             log.info(
@@ -110,7 +102,7 @@ class IngestHandler:
             )
             return
         version = (state.version if state else 0) + 1
-        chunked = await asyncio.to_thread(self.pipeline.chunk, doc, prepared, version)
+        chunked = await asyncio.to_thread(self._pipeline.value.chunk, doc, prepared, version)
         await self._publish(chunked)
         await registry.put(
             DocumentState(doc.tenant, doc.doc_id, version, prepared.content_hash), revision
@@ -130,7 +122,7 @@ class IngestHandler:
         delivery.tenant, delivery.doc_id = tenant, request.doc_id
         if not request.doc_id:
             raise InvalidDocument("doc_id is required")
-        registry = self.registry
+        registry = self._registry.value
         state, revision = await registry.get(tenant, request.doc_id)
         already_deleted = state is not None and state.deleted
         # Already deleted: re-send the same tombstone (idempotent); else the next version.

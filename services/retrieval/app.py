@@ -5,11 +5,11 @@ from __future__ import annotations
 from llmops.bus.events import failure_events
 from llmops.bus.topology import RETRIEVAL_CONSUMER
 from llmops.grpcutil import channel
-from llmops.service import ServiceApp
-from llmops.settings import port_of
+from llmops.service import Loaded, ServiceApp
 from llmops.v1 import embedding_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
-from retrieval.handlers import STAGE, IndexHandler, RetrievalServicer, StoreHolder
+from retrieval.handlers import STAGE, IndexHandler, RetrievalServicer
 from retrieval.settings import RetrievalSettings
+from retrieval.store import VectorStore, open_store
 
 SERVICE_NAME = retrieval_pb2.DESCRIPTOR.services_by_name["Retrieval"].full_name
 
@@ -18,11 +18,11 @@ def create_app(settings: RetrievalSettings) -> ServiceApp:
     app = ServiceApp(
         STAGE,
         settings,
-        grpc_address=f"{settings.bind_host}:{port_of(settings.retrieval_addr)}",
+        grpc_addr=settings.retrieval_addr,
         metrics_port=settings.retrieval_metrics_port,
         grpc_services=[SERVICE_NAME],
     )
-    stores = StoreHolder(settings)
+    store: Loaded[VectorStore] = Loaded("the vector store")
     stubs: dict[str, embedding_pb2_grpc.EmbeddingStub] = {}
 
     def embedder() -> embedding_pb2_grpc.EmbeddingStub:
@@ -31,16 +31,24 @@ def create_app(settings: RetrievalSettings) -> ServiceApp:
             stubs["stub"] = embedding_pb2_grpc.EmbeddingStub(channel(settings.embedding_addr))
         return stubs["stub"]
 
-    servicer = RetrievalServicer(stores, embedder, settings)
+    servicer = RetrievalServicer(store, embedder, settings)
 
-    app.on_startup(stores.start)
-    app.on_shutdown(stores.stop)
+    async def open_the_store() -> None:
+        store.set(open_store(settings.data_dir, settings.qdrant_url, settings.qdrant_api_key))
+
+    async def close_the_store() -> None:
+        opened = store.take()
+        if opened is not None:
+            opened.close()
+
+    app.on_startup(open_the_store)
+    app.on_shutdown(close_the_store)
     app.add_grpc(
         lambda server: retrieval_pb2_grpc.add_RetrievalServicer_to_server(servicer, server)
     )
     app.add_stage(
         RETRIEVAL_CONSUMER,
-        IndexHandler(stores, lambda: app.js),
+        IndexHandler(store, lambda: app.js),
         batch_size=settings.index_batch_size,
         on_dead_letter=failure_events(STAGE, lambda: app.js),
     )

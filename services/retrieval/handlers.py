@@ -18,6 +18,7 @@ from llmops.bus.codec import MalformedMessage, decode
 from llmops.bus.events import document_event, publish_document_event
 from llmops.bus.stage import Delivery, PoisonMessage
 from llmops.logging import get_logger
+from llmops.service import Loaded
 from llmops.tracing import span
 from llmops.v1 import (
     documents_pb2,
@@ -28,7 +29,7 @@ from llmops.v1 import (
     retrieval_pb2_grpc,
 )
 from retrieval.settings import RetrievalSettings
-from retrieval.store import ChunkRecord, SearchQuery, VectorStore, open_store
+from retrieval.store import ChunkRecord, SearchQuery, VectorStore
 
 log = get_logger(__name__)
 STAGE = "retrieval"
@@ -41,32 +42,9 @@ _MODES = {
 }
 
 
-class StoreHolder:
-    """Opens the store at start-up and closes it (flushing) at shutdown."""
-
-    def __init__(self, settings: RetrievalSettings) -> None:
-        self._settings = settings
-        self._store: VectorStore | None = None
-
-    async def start(self) -> None:
-        s = self._settings
-        self._store = open_store(s.data_dir, s.qdrant_url, s.qdrant_api_key)
-
-    async def stop(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    @property
-    def store(self) -> VectorStore:
-        if self._store is None:
-            raise RuntimeError("the store is not open")
-        return self._store
-
-
 class IndexHandler:
-    def __init__(self, stores: StoreHolder, js: Callable[[], JetStreamContext]) -> None:
-        self._stores = stores
+    def __init__(self, store: Loaded[VectorStore], js: Callable[[], JetStreamContext]) -> None:
+        self._store = store
         self._js = js
 
     async def __call__(self, batch: Sequence[Delivery]) -> None:
@@ -83,7 +61,7 @@ class IndexHandler:
         embedded = decode(delivery.data, delivery.headers, documents_pb2.EmbeddedDocument)
         doc = embedded.document
         delivery.tenant, delivery.doc_id = doc.tenant, doc.doc_id
-        store = self._stores.store
+        store = self._store.value
         if doc.deleted:
             applied = store.delete_document(doc.tenant, doc.doc_id, doc.version)
             status = events_pb2.DOCUMENT_STATUS_DELETED
@@ -126,11 +104,11 @@ def _record(doc: documents_pb2.ChunkedDocument, c: documents_pb2.EmbeddedChunk) 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
     def __init__(
         self,
-        stores: StoreHolder,
+        store: Loaded[VectorStore],
         embedder: Callable[[], embedding_pb2_grpc.EmbeddingStub],
         settings: RetrievalSettings,
     ) -> None:
-        self._stores = stores
+        self._store = store
         self._embedder = embedder
         self._settings = settings
 
@@ -151,7 +129,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
         if mode is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown mode {request.mode}")
         dense = None if mode == "sparse" else await self._embed(query, context)
-        hits = self._stores.store.search(
+        hits = self._store.value.search(
             SearchQuery(
                 tenant=request.tenant or DEFAULT,
                 text=query,

@@ -691,10 +691,10 @@ def test_embedding_image_carries_the_exported_model_but_not_torch() -> None:
 
 def test_ingestion_image_carries_the_tokenizer_where_the_service_reads_it() -> None:
     df = dockerfile()
-    wanted = "/models/all-MiniLM-L6-v2/tokenizer.json"
+    env = {e["name"]: e.get("value") for e in container(rendered("local"), "ingestion")["env"]}
+    settings = IngestionSettings(models_dir=Path(env.get("LLMOPS_MODELS_DIR") or "/models"))
+    wanted = str(settings.embedding_model_dir / "tokenizer.json")
     assert wanted in [dest for _, dest, _ in df.copies("ingestion")]
-    handlers = (ROOT / "services" / "ingestion" / "handlers.py").read_text()
-    assert '"all-MiniLM-L6-v2" / "tokenizer.json"' in handlers, "the path moved: update the image"
 
 
 @pytest.mark.parametrize("target", sorted({*SERVICES, "triton-models"}))
