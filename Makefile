@@ -3,7 +3,6 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 STAMP := $(VENV)/.setup-done
 MODEL_DIR := models/all-MiniLM-L6-v2
 
@@ -19,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[all]" --config-settings editable_mode=compat
 	# libs/ and services/ are import roots (packages `llmops`, `ingestion`, ...).
-	printf '%s\n' "$(CURDIR)/libs" "$(CURDIR)/services" > "$(SITE)/llmops-src.pth"
+	$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "llmops-src.pth").write_text("$(CURDIR)/libs\n$(CURDIR)/services\n")'
 	touch $@
 
 proto: $(STAMP)
