@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from ingestion.pipeline import DocumentPipeline
+from llmops.cli.platform import process_alive
 from llmops.docclient import DocumentClient
 from llmops.grpcutil import channel
 from llmops.v1 import documents_pb2, events_pb2, retrieval_pb2, retrieval_pb2_grpc
@@ -130,7 +131,13 @@ async def test_state_survives_a_full_restart(tmp_path: Path) -> None:
         n = outcome[(TENANT, d.doc_id)].chunks
         assert n == expected_chunks([d])[d.doc_id]
         env = first.env
-    assert first.proc.returncode == 0  # `llmops up` stopped cleanly on SIGTERM
+        again = first.cli("up", timeout=30)
+        assert again.returncode == 1 and "already running" in again.stderr
+        children = [int(pid) for pid in first.state()["pids"].values()]  # type: ignore[union-attr]
+        down = first.cli("down")
+        assert down.returncode == 0 and "stopped" in down.stdout
+        assert first.proc.wait(5) == 0  # `llmops up` stopped cleanly
+        assert not [pid for pid in children if process_alive(pid)]
     assert not (data / "platform.json").exists()
     with run_platform(data, env=env) as second:
         await assert_exactly_once(second, {d.doc_id: n})

@@ -250,3 +250,18 @@ async def test_invalid_searches_are_refused_clearly(
         await retrieval.Search(request_, timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in (refused.value.details() or "")
+
+
+async def test_the_publishers_trace_runs_through_every_stage(docs: DocumentClient) -> None:
+    """A W3C traceparent on the published message reaches the event retrieval emits."""
+    t = tenant()
+    trace_id = uuid.uuid4().hex
+    traced = doc(t, "traced", b"Trace me through ingestion, embedding and retrieval.", "t.txt")
+    await docs.js.publish(
+        "llmops.docs.ingest",
+        traced.SerializeToString(),
+        headers={"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"},
+    )
+    event = (await docs.wait_for([(t, "traced")], TIMEOUT))[(t, "traced")]
+    assert (event.status, event.stage) == (INDEXED, "retrieval")
+    assert event.trace_id == trace_id

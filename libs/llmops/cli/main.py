@@ -65,13 +65,12 @@ def down(timeout: float) -> None:
         click.echo("the platform is not running")
         return
     os.kill(state.supervisor_pid, signal.SIGTERM)
+    click.echo(f"stopping the platform (supervisor pid {state.supervisor_pid})...")
     deadline = time.monotonic() + timeout
-    with click.progressbar(length=int(timeout), label="stopping") as bar:
-        while state.alive():
-            if time.monotonic() > deadline:
-                raise click.ClickException(f"supervisor {state.supervisor_pid} still running")
-            time.sleep(0.2)
-            bar.update(0)
+    while state.alive():
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"supervisor {state.supervisor_pid} still running")
+        time.sleep(0.2)
     click.echo("stopped")
 
 

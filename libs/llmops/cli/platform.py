@@ -51,13 +51,22 @@ class PlatformState:
             return None
 
     def alive(self) -> bool:
-        try:
-            os.kill(self.supervisor_pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        return process_alive(self.supervisor_pid)
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust kill(0)
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _host_port(url: str) -> tuple[str, int]:
