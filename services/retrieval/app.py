@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from llmops.bus.events import failure_events
 from llmops.bus.topology import RETRIEVAL_CONSUMER
 from llmops.grpcutil import channel
 from llmops.service import Loaded, ServiceApp
 from llmops.v1 import embedding_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 from retrieval.handlers import STAGE, IndexHandler, RetrievalServicer
+from retrieval.maintenance import IdleOptimizer
 from retrieval.settings import RetrievalSettings
 from retrieval.store import VectorStore, open_store
 
@@ -33,10 +36,19 @@ def create_app(settings: RetrievalSettings) -> ServiceApp:
 
     servicer = RetrievalServicer(store, embedder, settings)
 
+    optimizer = IdleOptimizer(
+        lambda: store.value, settings.optimize_after_chunks, settings.optimize_idle_s
+    )
+    tasks: list[asyncio.Task[None]] = []
+
     async def open_the_store() -> None:
         store.set(open_store(settings.data_dir, settings.qdrant_url, settings.qdrant_api_key))
+        optimizer.optimize()  # what a previous run indexed but did not optimise yet
+        tasks.append(asyncio.create_task(optimizer.run()))
 
     async def close_the_store() -> None:
+        for task in tasks:
+            task.cancel()
         opened = store.take()
         if opened is not None:
             opened.close()
@@ -48,7 +60,7 @@ def create_app(settings: RetrievalSettings) -> ServiceApp:
     )
     app.add_stage(
         RETRIEVAL_CONSUMER,
-        IndexHandler(store, lambda: app.js),
+        IndexHandler(store, lambda: app.js, optimizer.note_changes),
         batch_size=settings.index_batch_size,
         on_dead_letter=failure_events(STAGE, lambda: app.js),
     )

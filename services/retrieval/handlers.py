@@ -43,9 +43,15 @@ _MODES = {
 
 
 class IndexHandler:
-    def __init__(self, store: Loaded[VectorStore], js: Callable[[], JetStreamContext]) -> None:
+    def __init__(
+        self,
+        store: Loaded[VectorStore],
+        js: Callable[[], JetStreamContext],
+        on_change: Callable[[int], None],
+    ) -> None:
         self._store = store
         self._js = js
+        self._on_change = on_change
 
     async def __call__(self, batch: Sequence[Delivery]) -> None:
         for delivery in batch:
@@ -69,7 +75,9 @@ class IndexHandler:
             records = [_record(doc, c) for c in embedded.chunks]
             applied = store.replace_document(doc.tenant, doc.doc_id, doc.version, records)
             status = events_pb2.DOCUMENT_STATUS_INDEXED
-        if not applied:
+        if applied:
+            self._on_change(max(len(embedded.chunks), 1))
+        else:
             status = events_pb2.DOCUMENT_STATUS_SUPERSEDED
         tokens = sum(c.chunk.token_count for c in embedded.chunks)
         event = document_event(STAGE, status, doc, chunks=len(embedded.chunks), tokens=tokens)

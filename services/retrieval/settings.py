@@ -14,4 +14,6 @@ class RetrievalSettings(CommonSettings):
     search_max_k: int = 1000
     query_timeout_s: float = Field(5.0, description="deadline for embedding a query")
     index_batch_size: int = 64
+    optimize_after_chunks: int = Field(1000, description="changed chunks before an optimise")
+    optimize_idle_s: float = Field(5.0, description="quiet seconds before an optimise")
     retrieval_metrics_port: int = 9463

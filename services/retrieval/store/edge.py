@@ -27,6 +27,7 @@ from qdrant_edge import (
     CountRequest,
     Distance,
     EdgeConfig,
+    EdgeOptimizersConfig,
     EdgeShard,
     EdgeSparseVectorParams,
     EdgeVectorParams,
@@ -73,10 +74,17 @@ def _filter(spec: points.FilterSpec) -> Filter:
     return Filter(must=must, must_not=must_not)
 
 
+# Build the HNSW index once a segment holds ~650 vectors (1,000 KB at 384-d
+# float32), not at the 10 MB default: without it a tenant's dense search scans
+# every point (measured: 2.7 ms -> 1.0 ms over 6k chunks after `optimize()`).
+INDEXING_THRESHOLD_KB = 1000
+
+
 def _config(dim: int) -> EdgeConfig:
     return EdgeConfig(
         vectors={points.DENSE: EdgeVectorParams(size=dim, distance=Distance.Cosine)},
         sparse_vectors={points.SPARSE: EdgeSparseVectorParams(modifier=Modifier.Idf)},
+        optimizers=EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB),
         wal_enabled=True,
     )
 
