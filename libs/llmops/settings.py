@@ -54,5 +54,14 @@ class CommonSettings(BaseSettings):
         return self.data_dir / "nats"
 
     @property
+    def service_addrs(self) -> dict[str, str]:
+        """Each gRPC service's address, by service name."""
+        return {
+            "ingestion": self.ingestion_addr,
+            "embedding": self.embedding_addr,
+            "retrieval": self.retrieval_addr,
+        }
+
+    @property
     def embedding_model_dir(self) -> Path:
         return self.models_dir / self.embedding_model

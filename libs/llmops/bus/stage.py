@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
@@ -59,7 +59,6 @@ class Delivery:
     error: BaseException | None = None
     tenant: str = ""
     doc_id: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def data(self) -> bytes:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from llmops.grpcutil import check_health
 from llmops.natsserver import NatsServerConfig
-from llmops.settings import CommonSettings
+from llmops.settings import CommonSettings, port_of
 from llmops.triton import TritonRuntime, install_runtime, wait_ready
 
 from .supervisor import ProcessSpec
@@ -74,12 +74,23 @@ def _host_port(url: str) -> tuple[str, int]:
     return parsed.hostname or "127.0.0.1", parsed.port or 4222
 
 
-async def tcp_open(host: str, port: int) -> bool:
+async def nats_ready(url: str) -> bool:
+    """NATS accepts connections."""
+    host, port = _host_port(url)
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
     except (OSError, TimeoutError):
         return False
     writer.close()
+    return True
+
+
+async def triton_ready(http_port: int) -> bool:
+    """Triton reports every loaded model ready."""
+    try:
+        await wait_ready(f"http://127.0.0.1:{http_port}", timeout_s=0.5)
+    except Exception:
+        return False
     return True
 
 
@@ -103,6 +114,7 @@ def platform_specs(settings: CommonSettings) -> tuple[list[ProcessSpec], list[li
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     host, port = _host_port(settings.nats_url)
+    nats_url = settings.nats_url
     nats = NatsServerConfig(
         port=port,
         http_port=settings.nats_monitor_port,
@@ -112,7 +124,7 @@ def platform_specs(settings: CommonSettings) -> tuple[list[ProcessSpec], list[li
     conf = data_dir / "nats.conf"
     conf.write_text(nats.render())
     specs = [
-        ProcessSpec("nats", nats.command(conf), dict(os.environ), lambda: tcp_open(host, port)),
+        ProcessSpec("nats", nats.command(conf), dict(os.environ), lambda: nats_ready(nats_url)),
     ]
     groups = [["nats"]]
     env = service_env(settings)
@@ -122,13 +134,8 @@ def platform_specs(settings: CommonSettings) -> tuple[list[ProcessSpec], list[li
         groups.append(["triton", *SERVICES])
     else:
         groups.append(list(SERVICES))
-    addrs = {
-        "ingestion": settings.ingestion_addr,
-        "embedding": settings.embedding_addr,
-        "retrieval": settings.retrieval_addr,
-    }
     for name in SERVICES:
-        addr = addrs[name]
+        addr = settings.service_addrs[name]
         specs.append(
             ProcessSpec(
                 name,
@@ -141,16 +148,7 @@ def platform_specs(settings: CommonSettings) -> tuple[list[ProcessSpec], list[li
 
 
 def triton_spec(runtime: TritonRuntime, settings: CommonSettings) -> ProcessSpec:
-    grpc_port = int(settings.triton_grpc_addr.rsplit(":", 1)[1])
-    http_url = f"http://127.0.0.1:{settings.triton_http_port}"
-
-    async def ready() -> bool:
-        try:
-            await wait_ready(http_url, timeout_s=0.5)
-        except Exception:
-            return False
-        return True
-
+    grpc_port = port_of(settings.triton_grpc_addr)
     return ProcessSpec(
         "triton",
         runtime.command(
@@ -160,6 +158,6 @@ def triton_spec(runtime: TritonRuntime, settings: CommonSettings) -> ProcessSpec
             settings.triton_metrics_port,
         ),
         runtime.env(),
-        ready,
+        lambda: triton_ready(settings.triton_http_port),
         stop_timeout_s=20,
     )

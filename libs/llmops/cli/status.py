@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.parse
 
 from rich.console import Console
 from rich.table import Table
 
 from llmops.grpcutil import check_health
 from llmops.settings import CommonSettings
-from llmops.triton import wait_ready
 
-from .platform import SERVICES, PlatformState, tcp_open
-
-
-async def _nats_ready(url: str) -> bool:
-    parsed = urllib.parse.urlsplit(url)
-    return await tcp_open(parsed.hostname or "127.0.0.1", parsed.port or 4222)
-
-
-async def _triton_ready(settings: CommonSettings) -> bool:
-    try:
-        await wait_ready(f"http://127.0.0.1:{settings.triton_http_port}", timeout_s=0.5)
-    except Exception:
-        return False
-    return True
+from .platform import SERVICES, PlatformState, nats_ready, triton_ready
 
 
 async def run_status(settings: CommonSettings, as_json: bool) -> int:
@@ -43,12 +28,12 @@ async def run_status(settings: CommonSettings, as_json: bool) -> int:
         }
     )
     checks: dict[str, tuple[str, asyncio.Future[bool] | asyncio.Task[bool]]] = {
-        "nats": (nats_url, asyncio.ensure_future(_nats_ready(nats_url))),
+        "nats": (nats_url, asyncio.ensure_future(nats_ready(nats_url))),
     }
     if state is None or state.triton_grpc:
         checks["triton"] = (
             settings.triton_grpc_addr,
-            asyncio.ensure_future(_triton_ready(settings)),
+            asyncio.ensure_future(triton_ready(settings.triton_http_port)),
         )
     for name in SERVICES:
         checks[name] = (grpc[name], asyncio.ensure_future(check_health(grpc[name])))

@@ -18,11 +18,7 @@ async def run_up(settings: CommonSettings, timeout_s: float) -> int:
     state = PlatformState(
         supervisor_pid=os.getpid(),
         nats_url=settings.nats_url,
-        grpc={
-            "ingestion": settings.ingestion_addr,
-            "embedding": settings.embedding_addr,
-            "retrieval": settings.retrieval_addr,
-        },
+        grpc=settings.service_addrs,
         triton_grpc=settings.triton_grpc_addr if settings.triton_enabled else None,
     )
     data_dir = settings.data_dir.resolve()
