@@ -16,6 +16,8 @@ class EmbeddingSettings(CommonSettings):
     embedding_device: Literal["auto", "cpu", "cuda"] = "auto"
     embedding_batch_size: int = Field(32, description="texts per ONNX Runtime call")
     embedding_threads: int | None = Field(None, description="ONNX intra-op threads; None = cores")
-    embed_fetch_docs: int = Field(64, description="documents pulled per stage batch")
+    embed_fetch_docs: int = Field(
+        256, description="documents pulled per stage batch (more chunks sort into tighter batches)"
+    )
     embed_max_texts: int = Field(256, description="texts per gRPC Embed call")
     embedding_metrics_port: int = 9462
