@@ -74,6 +74,12 @@ def _code_name(context: grpc.aio.ServicerContext) -> str:
 
 Registrar = Callable[[grpc.aio.Server], None]
 
+# Health service names: "" (and each gRPC service) answer readiness, SERVING only
+# once the service loaded what it needs; LIVENESS answers SERVING while the
+# process runs, so a Kubernetes liveness probe never kills a pod that is only
+# loading or draining.
+LIVENESS = "liveness"
+
 
 class GrpcServer:
     """A grpc.aio server plus its health servicer, so a service can report NOT_SERVING."""
@@ -95,6 +101,7 @@ class GrpcServer:
 
     async def start(self) -> None:
         await self.server.start()
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -134,12 +141,12 @@ class _TraceClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ig
         return await continuation(details, request)
 
 
-async def check_health(address: str, timeout_s: float = 1.0) -> bool:
-    """True when the server at `address` reports SERVING."""
+async def check_health(address: str, timeout_s: float = 1.0, service: str = "") -> bool:
+    """True when the server at `address` reports `service` (default: readiness) SERVING."""
     async with grpc.aio.insecure_channel(address, options=_OPTIONS) as ch:
         try:
             reply = await health_pb2_grpc.HealthStub(ch).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
             )
         except grpc.aio.AioRpcError:
             return False

@@ -31,6 +31,7 @@ from packaging.utils import canonicalize_name
 
 from embedding.settings import EmbeddingSettings
 from ingestion.settings import IngestionSettings
+from llmops.grpcutil import LIVENESS
 from llmops.natsserver import MAX_PAYLOAD, nats_server_binary
 from llmops.settings import CommonSettings, port_of
 from retrieval.settings import RetrievalSettings
@@ -287,6 +288,10 @@ def test_services_listen_where_the_address_book_says(overlay: str, service: str)
     assert port_number(c, "grpc") == port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["grpc"]["port"] == port, f"{service}: {probe} must be a native gRPC probe"
+    # Readiness asks the server's overall health; liveness the always-SERVING name, so a
+    # pod that is still loading its model is held back from traffic, not killed.
+    assert c["readinessProbe"]["grpc"].get("service", "") == ""
+    assert c["livenessProbe"]["grpc"]["service"] == LIVENESS
     assert env[f"LLMOPS_{service.upper()}_ADDR"] == f"{service}:{port}"
     assert env["LLMOPS_BIND_HOST"] == "0.0.0.0"
     svc = find(objs, "Service", service)
