@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# The pinned CPU build first: anything looser pulls a ~5 GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[all]" --config-settings editable_mode=compat
+	$(BIN)/pip install --progress-bar on -e ".[all]" --config-settings editable_mode=compat
 	# libs/ and services/ are import roots (packages `llmops`, `ingestion`, ...).
 	$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "llmops-src.pth").write_text("$(CURDIR)/libs\n$(CURDIR)/services\n")'
 	touch $@
