@@ -5,11 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 MODEL_DIR := models/all-MiniLM-L6-v2
+# Every Triton python model runs in its own venv (numpy<2), in its folder: python_env/.
+TRITON_MODEL_ENVS := $(patsubst %/config.pbtxt,%/python_env/.installed,$(wildcard deploy/triton/models/*/config.pbtxt))
 
 .PHONY: setup up down test lint proto bench clean
 
-## setup: venv, dependencies (torch CPU first), generated code, model files, Triton runtime
-setup: $(STAMP) proto $(MODEL_DIR)/llmops_model.json .cache/triton/.installed
+## setup: venv, dependencies (torch CPU first), generated code, model files, Triton and its models' venvs
+setup: $(STAMP) proto $(MODEL_DIR)/llmops_model.json .cache/triton/.installed $(TRITON_MODEL_ENVS)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +32,11 @@ $(MODEL_DIR)/llmops_model.json: $(STAMP)
 .cache/triton/.installed: $(STAMP)
 	$(BIN)/python -c 'from pathlib import Path; from llmops.triton import install_runtime; install_runtime(Path(".cache/triton"))'
 
+# install_model_env rebuilds only if the requirements changed; touch keeps make from asking again.
+deploy/triton/models/%/python_env/.installed: $(STAMP) libs/llmops/triton/model_env.py
+	$(BIN)/python -c 'from pathlib import Path; from llmops.triton import install_model_env; install_model_env(Path("$(@D)"))'
+	touch $@
+
 ## up: set up, then run the whole platform in the foreground (Ctrl-C stops it)
 up: setup
 	$(BIN)/llmops up
@@ -42,7 +49,7 @@ test: setup
 	$(BIN)/pytest
 
 lint: setup
-	$(BIN)/ruff check libs services tests bench
+	$(BIN)/ruff check libs services tests bench deploy/triton
 	$(BIN)/mypy libs services
 	$(BIN)/lint-imports
 
@@ -51,4 +58,4 @@ bench: setup
 	$(BIN)/python bench/retrieval.py
 
 clean:
-	rm -rf $(VENV) .cache models .llmops .pytest_cache .mypy_cache .ruff_cache libs/llmops/v1
+	rm -rf $(VENV) .cache models deploy/triton/models/*/python_env .llmops .pytest_cache .mypy_cache .ruff_cache libs/llmops/v1

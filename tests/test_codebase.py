@@ -10,6 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+# deploy/triton: the Triton python models (not importable packages, but held to the same rules).
+LINTED = ("libs", "services", "tests", "bench", "proto", "deploy/triton")
 
 
 def run(*cmd: str) -> subprocess.CompletedProcess[str]:
@@ -39,14 +41,12 @@ def test_service_boundaries_hold() -> None:
 
 
 def test_ruff_is_clean() -> None:
-    result = run(str(BIN / "ruff"), "check", "libs", "services", "tests", "bench", "proto")
+    result = run(str(BIN / "ruff"), "check", *LINTED)
     assert result.returncode == 0, result.stdout
 
 
 def test_code_is_formatted() -> None:
-    result = run(
-        str(BIN / "ruff"), "format", "--check", "libs", "services", "tests", "bench", "proto"
-    )
+    result = run(str(BIN / "ruff"), "format", "--check", *LINTED)
     assert result.returncode == 0, result.stdout
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from llmops.grpcutil import check_health
 from llmops.natsserver import NatsServerConfig
 from llmops.settings import CommonSettings, port_of
-from llmops.triton import TritonRuntime, install_runtime, wait_ready
+from llmops.triton import TritonRuntime, install_model_env, install_runtime, wait_ready
 
 from .supervisor import ProcessSpec
 
@@ -130,6 +130,8 @@ def platform_specs(settings: CommonSettings) -> tuple[list[ProcessSpec], list[li
     env = service_env(settings)
     if settings.triton_enabled:
         runtime = install_runtime(settings.triton_dir)
+        for config in sorted(settings.triton_model_repository.glob("*/config.pbtxt")):
+            install_model_env(config.parent / "python_env")  # no-op once built by make setup
         specs.append(triton_spec(runtime, settings))
         groups.append(["triton", *SERVICES])
     else:
