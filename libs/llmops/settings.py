@@ -35,6 +35,7 @@ class CommonSettings(BaseSettings):
     ingestion_addr: str = "127.0.0.1:50061"
     embedding_addr: str = "127.0.0.1:50062"
     retrieval_addr: str = "127.0.0.1:50063"
+    inference_addr: str = "127.0.0.1:50064"
     nats_monitor_port: int = 8222
     triton_enabled: bool = Field(True, description="start Triton with `llmops up`")
     triton_grpc_addr: str = "127.0.0.1:8001"
@@ -60,6 +61,7 @@ class CommonSettings(BaseSettings):
             "ingestion": self.ingestion_addr,
             "embedding": self.embedding_addr,
             "retrieval": self.retrieval_addr,
+            "inference": self.inference_addr,
         }
 
     @property

@@ -14,7 +14,14 @@ def test_status_reports_every_component_ready(platform: Platform) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["ready"] is True
-    assert set(report["components"]) == {"nats", "triton", "ingestion", "embedding", "retrieval"}
+    assert set(report["components"]) == {
+        "nats",
+        "triton",
+        "ingestion",
+        "embedding",
+        "retrieval",
+        "inference",
+    }
     assert all(c["ready"] and c["pid"] for c in report["components"].values())
 
 

@@ -23,7 +23,7 @@ from llmops.triton import TritonRuntime, install_model_env, install_runtime, wai
 
 from .supervisor import ProcessSpec
 
-SERVICES = ("ingestion", "embedding", "retrieval")
+SERVICES = ("ingestion", "embedding", "retrieval", "inference")
 STATE_FILE = "platform.json"
 
 
@@ -104,6 +104,8 @@ def service_env(settings: CommonSettings) -> dict[str, str]:
         LLMOPS_INGESTION_ADDR=settings.ingestion_addr,
         LLMOPS_EMBEDDING_ADDR=settings.embedding_addr,
         LLMOPS_RETRIEVAL_ADDR=settings.retrieval_addr,
+        LLMOPS_INFERENCE_ADDR=settings.inference_addr,
+        LLMOPS_TRITON_GRPC_ADDR=settings.triton_grpc_addr,
         PYTHONUNBUFFERED="1",
     )
     return env

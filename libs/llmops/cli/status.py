@@ -18,15 +18,7 @@ async def run_status(settings: CommonSettings, as_json: bool) -> int:
     state = PlatformState.read(settings.data_dir)
     running = state is not None and state.alive()
     nats_url = state.nats_url if state else settings.nats_url
-    grpc = (
-        state.grpc
-        if state
-        else {
-            "ingestion": settings.ingestion_addr,
-            "embedding": settings.embedding_addr,
-            "retrieval": settings.retrieval_addr,
-        }
-    )
+    grpc = {**settings.service_addrs, **(state.grpc if state else {})}
     checks: dict[str, tuple[str, asyncio.Future[bool] | asyncio.Task[bool]]] = {
         "nats": (nats_url, asyncio.ensure_future(nats_ready(nats_url))),
     }

@@ -1,0 +1,50 @@
+"""Inference service: model aliases routed to Triton (more providers to come), streamed out."""
+
+from __future__ import annotations
+
+from inference.handlers import STAGE, InferenceServicer
+from inference.providers import Provider
+from inference.providers.triton import TritonProvider
+from inference.routing import Routes, load_routes
+from inference.settings import InferenceSettings
+from llmops.logging import get_logger
+from llmops.service import Loaded, ServiceApp
+from llmops.v1 import inference_pb2, inference_pb2_grpc
+
+log = get_logger(__name__)
+SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
+
+
+def create_app(settings: InferenceSettings) -> ServiceApp:
+    app = ServiceApp(
+        STAGE,
+        settings,
+        grpc_addr=settings.inference_addr,
+        metrics_port=settings.inference_metrics_port,
+        grpc_services=[SERVICE_NAME],
+    )
+    routes: Loaded[Routes] = Loaded("the routes file")
+    # Providers connect lazily, per request: Triton being down at start-up is not an error.
+    providers: dict[str, Provider] = {"triton": TritonProvider(settings.triton_grpc_addr)}
+    servicer = InferenceServicer(routes, providers)
+
+    async def load_the_routes() -> None:
+        loaded = load_routes(settings.routes_file)  # RoutesFileError stops start-up
+        routes.set(loaded)
+        log.info(
+            "routes.loaded",
+            file=str(settings.routes_file),
+            default=loaded.default,
+            aliases={alias: [t.name for t in ts] for alias, ts in loaded.aliases.items()},
+        )
+
+    async def close_the_providers() -> None:
+        for provider in providers.values():
+            await provider.close()
+
+    app.on_startup(load_the_routes)
+    app.on_shutdown(close_the_providers)
+    app.add_grpc(
+        lambda server: inference_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
+    )
+    return app

@@ -1,0 +1,40 @@
+"""Where a route's targets are answered: one provider per `provider:` of the routes file."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Protocol
+
+from inference.routing import Target
+from llmops.v1 import inference_pb2
+
+
+@dataclass(frozen=True)
+class Text:
+    """The next piece of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """The end of the answer: the indices of the context passages it cites."""
+
+    citations: tuple[int, ...]
+
+
+Event = Text | Done
+
+
+class Provider(Protocol):
+    def generate(
+        self, target: Target, request: inference_pb2.GenerateRequest
+    ) -> AsyncGenerator[Event, None]:
+        """Stream the answer's pieces, then one Done; raise TargetError if the target fails.
+
+        Closing the iterator early (the caller went away) must stop the upstream work.
+        """
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,157 @@
+"""gRPC `Generate` against the running platform: streamed from the real Triton answerer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from llmops.grpcutil import channel
+from llmops.v1 import inference_pb2, inference_pb2_grpc
+from tests.support import Platform, run_platform
+
+HEAT_PUMP = (
+    "Error code E-417 means the flow sensor reads less than six litres per minute. "
+    "Bleed air from the radiators and check the strainer.\n\n"
+    "Error code E-902 signals a high pressure trip in the refrigerant circuit."
+)
+DEFROST = (
+    "In cold and humid weather the outdoor coil collects frost. The controller runs a\n"
+    "defrost cycle of two to six minutes whenever the coil drops below minus three degrees."
+)
+BIKE = "Clean and oil the chain every 500 kilometres. Replace the chain after 3000 kilometres."
+PASSAGES = [BIKE, HEAT_PUMP, DEFROST]
+E417 = "Error code E-417 means the flow sensor reads less than six litres per minute."
+ANSWERER = "triton/extractive_answerer"
+TIMEOUT = 30.0
+
+
+@pytest.fixture
+async def inference(platform: Platform) -> AsyncIterator[inference_pb2_grpc.InferenceStub]:
+    ch: grpc.aio.Channel = channel(platform.addr("inference"))
+    yield inference_pb2_grpc.InferenceStub(ch)
+    await ch.close()
+
+
+async def generate(
+    stub: inference_pb2_grpc.InferenceStub, **fields: object
+) -> tuple[list[str], inference_pb2.Final]:
+    """Every delta's text, in order, and the final message (which must come last)."""
+    request = inference_pb2.GenerateRequest(**fields)  # type: ignore[arg-type]
+    responses = [r async for r in stub.Generate(request, timeout=TIMEOUT)]
+    *deltas, final = responses
+    assert all(r.WhichOneof("event") == "delta" for r in deltas), responses
+    assert final.WhichOneof("event") == "final", responses
+    return [r.delta.text for r in deltas], final.final
+
+
+async def test_generate_streams_the_answer_in_order_then_its_citations(
+    inference: inference_pb2_grpc.InferenceStub,
+) -> None:
+    pieces, final = await generate(
+        inference,
+        model="answerer",
+        prompt="What does error E-417 mean?",
+        context=PASSAGES,
+        tenant="inference-e2e",
+        request_id="req-1",
+    )
+    assert len(pieces) == len(E417.split()) and all(pieces), pieces
+    assert pieces[:3] == ["Error ", "code ", "E-417 "]
+    assert "".join(pieces) == E417
+    assert list(final.citations) == [1]
+    assert final.model_used == ANSWERER
+    assert final.output_pieces == len(pieces)
+    assert final.time_to_first_token_ms > 0
+
+
+async def test_the_default_alias_and_max_sentences(
+    inference: inference_pb2_grpc.InferenceStub,
+) -> None:
+    oil = [
+        "Oil the chain with wax in winter.",
+        "Our shop is open on Sundays.",
+        "Wipe the wet chain with a rag. Oil the chain after rain.",
+    ]
+    question = "how do I oil a wet chain after rain or in winter"
+    pieces, final = await generate(inference, prompt=question, context=oil, max_sentences=1)
+    assert "".join(pieces) == "Oil the chain after rain."
+    assert list(final.citations) == [2]
+    assert final.model_used == ANSWERER
+
+
+async def test_an_unknown_alias_is_not_found_and_lists_the_known_ones(
+    inference: inference_pb2_grpc.InferenceStub,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await generate(inference, model="gpt-9", prompt="What does E-417 mean?", context=PASSAGES)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "gpt-9" in (raised.value.details() or "")
+    assert "answerer" in (raised.value.details() or "")
+
+
+@pytest.mark.parametrize("prompt", ["", "  \n"])
+async def test_an_empty_prompt_is_invalid(
+    inference: inference_pb2_grpc.InferenceStub, prompt: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await generate(inference, prompt=prompt, context=PASSAGES)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "prompt is empty" in (raised.value.details() or "")
+
+
+async def test_a_client_that_cancels_mid_stream_leaves_the_service_answering(
+    inference: inference_pb2_grpc.InferenceStub,
+) -> None:
+    request = inference_pb2.GenerateRequest(prompt="What does E-417 mean?", context=PASSAGES)
+    call = inference.Generate(request, timeout=TIMEOUT)
+    first = await call.read()
+    assert first.WhichOneof("event") == "delta"
+    call.cancel()
+    pieces, _ = await generate(inference, prompt="What does E-417 mean?", context=PASSAGES)
+    assert "".join(pieces) == E417
+
+
+ROUTES = """\
+default: answerer
+aliases:
+  answerer:
+    - {provider: triton, model: not_deployed, timeout_s: 2}
+    - {provider: triton, model: extractive_answerer, timeout_s: 2}
+"""
+
+
+async def test_falls_back_past_a_failing_target_and_is_unavailable_when_triton_hangs(
+    tmp_path: Path,
+) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES)
+    extra = {"LLMOPS_ROUTES_FILE": str(routes)}
+    with run_platform(tmp_path / "data", triton=True, extra_env=extra) as platform:
+        async with channel(platform.addr("inference")) as ch:
+            stub = inference_pb2_grpc.InferenceStub(ch)
+            # not_deployed fails before streaming anything: the answerer answers instead.
+            pieces, final = await generate(stub, prompt="What does E-417 mean?", context=PASSAGES)
+            assert "".join(pieces) == E417
+            assert final.model_used == ANSWERER
+
+            triton = platform.pid("triton")
+            os.kill(triton, signal.SIGSTOP)  # accepts connections, never answers
+            try:
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await asyncio.wait_for(
+                        generate(stub, prompt="What does E-417 mean?", context=PASSAGES), TIMEOUT
+                    )
+            finally:
+                os.kill(triton, signal.SIGCONT)
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            details = raised.value.details() or ""
+            assert "no target of model alias 'answerer' answered" in details, details
+            assert "triton/not_deployed: no response from Triton" in details, details
+            assert "triton/extractive_answerer: no response from Triton" in details, details
+            assert "within 2s" in details, details
