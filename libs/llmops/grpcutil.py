@@ -8,8 +8,10 @@ the caller's W3C trace.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -29,7 +31,8 @@ _OPTIONS = [
 
 
 class _TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Times unary calls, counts them by status code and continues the caller's trace."""
+    """Times unary and server-streaming calls, counts them by status code, and continues
+    the caller's trace (unary calls; a span is not held open across a stream's yields)."""
 
     async def intercept_service(
         self,
@@ -37,39 +40,65 @@ class _TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
         method: str = details.method
-        if method.startswith("/grpc."):  # health and reflection: not worth a metric
+        if handler is None or method.startswith("/grpc."):  # health, reflection: no metric
             return handler
-        inner = handler.unary_unary
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
 
-        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = time.perf_counter()
-            code = "OK"
+            async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                with _observed(method, context, trace=True):
+                    return await unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                behavior,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            streaming = handler.unary_stream
+
+            async def stream_behavior(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                with _observed(method, context, trace=False):
+                    async for response in streaming(request, context):
+                        yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream_behavior,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+@contextlib.contextmanager
+def _observed(method: str, context: grpc.aio.ServicerContext, trace: bool) -> Iterator[None]:
+    started = time.perf_counter()
+    failure: BaseException | None = None
+    try:
+        if trace:
             metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-            try:
-                with tracing.span(method, parent=metadata):
-                    return await inner(request, context)
-            except BaseException:
-                code = _code_name(context)
-                raise
-            finally:
-                if code == "OK":
-                    code = _code_name(context)
-                metrics.GRPC_REQUESTS.labels(method, code).inc()
-                metrics.GRPC_LATENCY.labels(method).observe(time.perf_counter() - started)
-
-        return grpc.unary_unary_rpc_method_handler(
-            behavior,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            with tracing.span(method, parent=metadata):
+                yield
+        else:
+            yield
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        metrics.GRPC_REQUESTS.labels(method, _code_name(context, failure)).inc()
+        metrics.GRPC_LATENCY.labels(method).observe(time.perf_counter() - started)
 
 
-def _code_name(context: grpc.aio.ServicerContext) -> str:
+def _code_name(context: grpc.aio.ServicerContext, failure: BaseException | None) -> str:
     code = context.code()
-    return code.name if isinstance(code, grpc.StatusCode) else "OK"
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    if failure is None:
+        return "OK"
+    return "CANCELLED" if isinstance(failure, asyncio.CancelledError) else "UNKNOWN"
 
 
 Registrar = Callable[[grpc.aio.Server], None]

@@ -30,6 +30,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from embedding.settings import EmbeddingSettings
+from inference.settings import InferenceSettings
 from ingestion.settings import IngestionSettings
 from llmops.grpcutil import LIVENESS
 from llmops.natsserver import MAX_PAYLOAD, nats_server_binary
@@ -53,6 +54,7 @@ SERVICE_SETTINGS: dict[str, type[CommonSettings]] = {
     "ingestion": IngestionSettings,
     "embedding": EmbeddingSettings,
     "retrieval": RetrievalSettings,
+    "inference": InferenceSettings,
 }
 SERVICES = tuple(SERVICE_SETTINGS)
 INFRA = ("nats", "triton")
@@ -217,10 +219,11 @@ def test_overlays_render_the_platform(overlay: str) -> None:
         ("Deployment", "ingestion"),
         ("Deployment", "embedding"),
         ("StatefulSet", "retrieval"),
+        ("Deployment", "inference"),
         ("Deployment", "triton"),
         *(("Service", name) for name in (*SERVICES, "triton")),
         *(("ServiceAccount", name) for name in (*SERVICES, *INFRA)),
-        *(("PodDisruptionBudget", name) for name in ("ingestion", "embedding")),
+        *(("PodDisruptionBudget", name) for name in ("ingestion", "embedding", "inference")),
     }
     if overlay == "production":
         expected |= {
@@ -229,6 +232,7 @@ def test_overlays_render_the_platform(overlay: str) -> None:
             ("Service", "qdrant"),
             ("HorizontalPodAutoscaler", "ingestion"),
             ("HorizontalPodAutoscaler", "embedding"),
+            ("HorizontalPodAutoscaler", "inference"),
             ("PodDisruptionBudget", "retrieval"),
         }
     assert expected <= kinds, f"missing: {sorted(expected - kinds)}"
@@ -501,9 +505,9 @@ def test_production_retrieval_uses_the_qdrant_server() -> None:
     assert find(objs, "StatefulSet", "retrieval")["spec"]["replicas"] > 1
 
 
-def test_production_autoscales_ingestion_and_embedding() -> None:
+def test_production_autoscales_ingestion_embedding_and_inference() -> None:
     objs = rendered("production")
-    for name in ("ingestion", "embedding"):
+    for name in ("ingestion", "embedding", "inference"):
         hpa = find(objs, "HorizontalPodAutoscaler", name)
         target = hpa["spec"]["scaleTargetRef"]
         deployment = find(objs, target["kind"], target["name"])
@@ -700,6 +704,19 @@ def test_ingestion_image_carries_the_tokenizer_where_the_service_reads_it() -> N
     settings = IngestionSettings(models_dir=Path(env.get("LLMOPS_MODELS_DIR") or "/models"))
     wanted = str(settings.embedding_model_dir / "tokenizer.json")
     assert wanted in [dest for _, dest, _ in df.copies("ingestion")]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_inference_image_carries_the_routes_file_where_the_service_reads_it(overlay: str) -> None:
+    df = dockerfile()
+    env = env_of(rendered(overlay), container(rendered(overlay), "inference"))
+    routes = Path(env.get("LLMOPS_ROUTES_FILE") or default(InferenceSettings, "routes_file"))
+    wanted = str(Path(df.workdir("inference")) / routes)  # a relative path: from WORKDIR
+    copied = {
+        (tuple(sources), dest) for sources, dest, frm in df.copies("inference") if frm is None
+    }
+    assert (("deploy/inference/routes.yaml",), wanted) in copied
+    assert (ROOT / "deploy/inference/routes.yaml").is_file()
 
 
 @pytest.mark.parametrize("target", sorted({*SERVICES, "triton-models"}))

@@ -13,6 +13,7 @@ import pytest
 
 from llmops.grpcutil import channel
 from llmops.v1 import inference_pb2, inference_pb2_grpc
+from tests.e2e.test_observability import sample, scrape
 from tests.support import Platform, run_platform
 
 HEAT_PUMP = (
@@ -155,3 +156,20 @@ async def test_falls_back_past_a_failing_target_and_is_unavailable_when_triton_h
             assert "triton/not_deployed: no response from Triton" in details, details
             assert "triton/extractive_answerer: no response from Triton" in details, details
             assert "within 2s" in details, details
+
+
+async def test_streamed_calls_are_counted_by_status_code(
+    platform: Platform, inference: inference_pb2_grpc.InferenceStub
+) -> None:
+    await generate(inference, prompt="What does error E-417 mean?", context=PASSAGES)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await generate(inference, model="no-such-alias", prompt="hi", context=PASSAGES)
+    method = "/llmops.v1.Inference/Generate"
+    for _ in range(50):  # the status reaches the client a moment before the counter moves
+        text = scrape(platform, "inference")
+        if sample(text, "llmops_grpc_requests_total", method=method, code="NOT_FOUND"):
+            break
+        await asyncio.sleep(0.05)
+    assert sample(text, "llmops_grpc_requests_total", method=method, code="OK") >= 1
+    assert sample(text, "llmops_grpc_requests_total", method=method, code="NOT_FOUND") >= 1
+    assert sample(text, "llmops_grpc_request_seconds_count", method=method) >= 2
