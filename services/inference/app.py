@@ -1,9 +1,10 @@
-"""Inference service: model aliases routed to Triton (more providers to come), streamed out."""
+"""Inference service: model aliases routed to Triton or OpenAI-compatible APIs, streamed out."""
 
 from __future__ import annotations
 
 from inference.handlers import STAGE, InferenceServicer
 from inference.providers import Provider
+from inference.providers.openai import OpenAIProvider
 from inference.providers.triton import TritonProvider
 from inference.routing import Routes, load_routes
 from inference.settings import InferenceSettings
@@ -24,8 +25,11 @@ def create_app(settings: InferenceSettings) -> ServiceApp:
         grpc_services=[SERVICE_NAME],
     )
     routes: Loaded[Routes] = Loaded("the routes file")
-    # Providers connect lazily, per request: Triton being down at start-up is not an error.
-    providers: dict[str, Provider] = {"triton": TritonProvider(settings.triton_grpc_addr)}
+    # Providers connect lazily, per request: an upstream down at start-up is not an error.
+    providers: dict[str, Provider] = {
+        "triton": TritonProvider(settings.triton_grpc_addr),
+        "openai": OpenAIProvider(),
+    }
     servicer = InferenceServicer(routes, providers)
 
     async def load_the_routes() -> None:

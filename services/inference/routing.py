@@ -5,6 +5,10 @@ default: answerer
 aliases:
   answerer:
     - {provider: triton, model: extractive_answerer, timeout_s: 10}
+    - provider: openai          # any OpenAI-compatible chat-completions API
+      model: gpt-4o-mini
+      base_url: https://api.openai.com/v1
+      api_key_env: OPENAI_API_KEY   # the NAME of the variable holding the key
 ```
 
 Validated with pydantic when the service starts; a bad file stops start-up
@@ -27,14 +31,38 @@ class Target(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    provider: Literal["triton"]
+    provider: Literal["triton", "openai"]
     model: str = Field(min_length=1, description="the model's name at the provider")
     timeout_s: float = Field(
         10.0, gt=0, description="deadline for the first piece, and between two pieces"
     )
     address: str | None = Field(
-        None, description="the provider's gRPC address; unset: LLMOPS_TRITON_GRPC_ADDR"
+        None, description="triton: its gRPC address; unset: LLMOPS_TRITON_GRPC_ADDR"
     )
+    base_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="openai (required): the API's base URL, e.g. http://vllm:8000/v1",
+    )
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="openai: the NAME of the environment variable holding the API key "
+        "(never the key itself); unset: no Authorization header",
+    )
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> Target:
+        if self.provider == "openai":
+            if self.base_url is None:
+                raise ValueError("an openai target needs base_url")
+            if self.address is not None:
+                raise ValueError("address is for triton targets; openai targets use base_url")
+        else:
+            extra = [f for f in ("base_url", "api_key_env") if getattr(self, f) is not None]
+            if extra:
+                raise ValueError(f"{', '.join(extra)}: only for openai targets")
+        return self
 
     @property
     def name(self) -> str:

@@ -1,0 +1,128 @@
+"""A tiny OpenAI-compatible chat-completions server on 127.0.0.1 that streams real SSE bytes.
+
+HTTP/1.1 over asyncio streams, chunked transfer encoding, `data: {json}\\n\\n`
+per piece and `data: [DONE]\\n\\n` at the end, as the OpenAI API, vLLM and TGI
+send them. `mode` picks the behaviour of the next requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.support import free_port
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class OpenAIMock:
+    pieces: list[str]
+    port: int = field(default_factory=free_port)
+    # "ok": every piece then [DONE]; "error": HTTP 500; "stall": headers, then nothing;
+    # "stall_after_first": one piece, then nothing; "endless": pieces until the client leaves.
+    mode: str = "ok"
+    gap_s: float = 0.0
+    requests: list[Received] = field(default_factory=list)
+    client_left: asyncio.Event = field(default_factory=asyncio.Event)
+    handlers: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)  # type: ignore[arg-type]
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            request_line, *lines = head.strip("\r\n").split("\r\n")
+            headers = {}
+            for line in lines:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            self.requests.append(Received(request_line.split()[1], headers, json.loads(body)))
+            await self._respond(writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.client_left.set()
+        finally:
+            self.handlers.discard(task)  # type: ignore[arg-type]
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _respond(self, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "error":
+            error = json.dumps(
+                {"error": {"message": "the model is overloaded", "type": "server_error"}}
+            ).encode()
+            writer.write(
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(error), error)
+            )
+            await writer.drain()
+            return
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        await writer.drain()
+        if self.mode == "stall":
+            await asyncio.sleep(3600)
+        # The first chunk carries the role only, as OpenAI's does.
+        await self._event(writer, _chunk({"role": "assistant", "content": ""}))
+        if self.mode == "endless":
+            while True:
+                await self._event(writer, _chunk({"content": "more "}))
+                await asyncio.sleep(0.02)
+        for i, piece in enumerate(self.pieces):
+            await self._event(writer, _chunk({"content": piece}))
+            if self.mode == "stall_after_first" and i == 0:
+                await asyncio.sleep(3600)
+            await asyncio.sleep(self.gap_s)
+        await self._event(writer, _chunk({}, finish_reason="stop"))
+        await self._event(writer, "[DONE]")
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    @staticmethod
+    async def _event(writer: asyncio.StreamWriter, data: str) -> None:
+        payload = f"data: {data}\n\n".encode()
+        writer.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+        await writer.drain()
+
+
+def _chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
+    return json.dumps(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": "mock",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def serve(pieces: list[str], **options: Any) -> AsyncIterator[OpenAIMock]:
+    mock = OpenAIMock(pieces, **options)
+    server = await asyncio.start_server(mock._handle, "127.0.0.1", mock.port)
+    try:
+        yield mock
+    finally:
+        server.close()
+        for task in list(mock.handlers):  # those still stalled or streaming
+            task.cancel()
+        await server.wait_closed()

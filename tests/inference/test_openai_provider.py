@@ -1,0 +1,164 @@
+"""The openai provider against a real local server speaking the chat-completions SSE format."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from inference.errors import TargetError
+from inference.providers import Done, Event, Text
+from inference.providers.openai import OpenAIProvider, delta_text, sse_data
+from inference.routing import Target
+from llmops.v1 import inference_pb2
+from tests.inference.openai_mock import serve
+from tests.support import free_port
+
+PIECES = ["Error ", "code ", "E-417 ", "means low flow [2]."]
+REQUEST = inference_pb2.GenerateRequest(
+    prompt="What does E-417 mean?",
+    context=["Oil the chain.", "E-417 means the flow is low."],
+    max_sentences=1,
+)
+
+
+def target(base_url: str, **fields: object) -> Target:
+    return Target.model_validate(
+        {"provider": "openai", "model": "mock-chat", "base_url": base_url, **fields}
+    )
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[OpenAIProvider]:
+    p = OpenAIProvider(environ={"MOCK_KEY": "sk-test-123"})
+    yield p
+    await p.close()
+
+
+async def collect(p: OpenAIProvider, t: Target) -> list[Event]:
+    return [event async for event in p.generate(t, REQUEST)]
+
+
+async def test_streams_the_deltas_in_order_then_done_and_sends_the_key(
+    provider: OpenAIProvider,
+) -> None:
+    async with serve(PIECES, gap_s=0.01) as mock:
+        events = await collect(provider, target(mock.base_url, api_key_env="MOCK_KEY"))
+    *texts, done = events
+    assert texts == [Text(p) for p in PIECES]  # the role-only and finish chunks yield nothing
+    assert "".join(t.text for t in texts if isinstance(t, Text)) == "".join(PIECES)
+    assert done == Done(())
+    [received] = mock.requests
+    assert received.path == "/v1/chat/completions"
+    assert received.headers["authorization"] == "Bearer sk-test-123"
+    assert received.body["model"] == "mock-chat"
+    assert received.body["stream"] is True
+    system, user = received.body["messages"]
+    assert system["role"] == "system" and "only" in system["content"]
+    assert "at most 1 sentences" in system["content"]
+    assert user["role"] == "user"
+    assert "[1] Oil the chain." in user["content"]
+    assert "[2] E-417 means the flow is low." in user["content"]
+    assert user["content"].endswith("Question: What does E-417 mean?")
+
+
+async def test_no_api_key_env_sends_no_authorization(provider: OpenAIProvider) -> None:
+    async with serve(PIECES) as mock:
+        events = await collect(provider, target(mock.base_url))
+    assert events[-1] == Done(())
+    assert "authorization" not in mock.requests[0].headers
+
+
+async def test_an_unset_key_variable_fails_the_target(provider: OpenAIProvider) -> None:
+    with pytest.raises(TargetError, match="NOT_SET_KEY is not set"):
+        await collect(provider, target("http://127.0.0.1:1/v1", api_key_env="NOT_SET_KEY"))
+
+
+async def test_an_http_500_fails_before_any_piece_with_the_upstream_message(
+    provider: OpenAIProvider,
+) -> None:
+    async with serve(PIECES, mode="error") as mock:
+        stream = provider.generate(target(mock.base_url), REQUEST)
+        with pytest.raises(TargetError, match=r"HTTP 500: the model is overloaded"):
+            await anext(stream)
+
+
+async def test_a_refused_connection_fails_before_any_piece(provider: OpenAIProvider) -> None:
+    stream = provider.generate(target(f"http://127.0.0.1:{free_port()}/v1"), REQUEST)
+    with pytest.raises(TargetError, match="ConnectError"):
+        await anext(stream)
+
+
+async def test_an_upstream_that_never_sends_a_piece_hits_timeout_s(
+    provider: OpenAIProvider,
+) -> None:
+    async with serve(PIECES, mode="stall") as mock:
+        started = time.monotonic()
+        stream = provider.generate(target(mock.base_url, timeout_s=0.5), REQUEST)
+        with pytest.raises(TargetError, match=r"no piece from .* within 0.5s"):
+            await anext(stream)
+    assert 0.4 < time.monotonic() - started < 5
+
+
+async def test_timeout_s_also_bounds_the_gap_between_pieces(provider: OpenAIProvider) -> None:
+    async with serve(PIECES, mode="stall_after_first") as mock:
+        events: list[Event] = []
+        with pytest.raises(TargetError, match=r"within 0\.5s"):
+            async for event in provider.generate(target(mock.base_url, timeout_s=0.5), REQUEST):
+                events.append(event)
+    assert events == [Text(PIECES[0])]
+
+
+async def test_a_caller_that_goes_away_closes_the_http_response(
+    provider: OpenAIProvider,
+) -> None:
+    async with serve(PIECES, mode="endless") as mock:
+        async with contextlib.aclosing(provider.generate(target(mock.base_url), REQUEST)) as s:
+            assert await anext(s) == Text("more ")
+        await asyncio.wait_for(mock.client_left.wait(), 5)
+        # The pooled client still answers the next request.
+        mock.mode = "ok"
+        events = await collect(provider, target(mock.base_url))
+    assert events[-1] == Done(())
+
+
+async def test_an_error_event_inside_the_stream_is_a_target_error() -> None:
+    async def lines() -> AsyncIterator[str]:
+        for line in ['data: {"error": {"message": "boom"}}', ""]:
+            yield line
+
+    [data] = [d async for d in sse_data(lines())]
+    with pytest.raises(TargetError, match="boom"):
+        delta_text(data)
+
+
+async def test_sse_parsing_follows_the_format() -> None:
+    async def lines() -> AsyncIterator[str]:
+        for line in [": keep-alive", "", "event: x", "data:a", "data: b", "id: 3", "", "data: c"]:
+            yield line
+
+    assert [d async for d in sse_data(lines())] == ["a\nb", "c"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"provider": "openai", "model": "m"}, "needs base_url"),
+        ({"provider": "openai", "model": "m", "base_url": "ftp://x"}, "base_url"),
+        (
+            {"provider": "openai", "model": "m", "base_url": "http://x", "api_key_env": "sk-1"},
+            "api_key_env",
+        ),
+        ({"provider": "triton", "model": "m", "base_url": "http://x"}, "only for openai"),
+        (
+            {"provider": "openai", "model": "m", "base_url": "http://x", "address": "h:1"},
+            "address is for triton",
+        ),
+    ],
+)
+def test_openai_target_fields_are_validated(fields: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Target.model_validate(fields)
