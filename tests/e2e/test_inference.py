@@ -16,19 +16,8 @@ from llmops.v1 import inference_pb2, inference_pb2_grpc
 from tests.e2e.test_observability import sample, scrape
 from tests.inference.openai_mock import serve
 from tests.support import Platform, free_port, run_platform
+from tests.triton.test_extractive_answerer import E417, PASSAGES  # the same sample passages
 
-HEAT_PUMP = (
-    "Error code E-417 means the flow sensor reads less than six litres per minute. "
-    "Bleed air from the radiators and check the strainer.\n\n"
-    "Error code E-902 signals a high pressure trip in the refrigerant circuit."
-)
-DEFROST = (
-    "In cold and humid weather the outdoor coil collects frost. The controller runs a\n"
-    "defrost cycle of two to six minutes whenever the coil drops below minus three degrees."
-)
-BIKE = "Clean and oil the chain every 500 kilometres. Replace the chain after 3000 kilometres."
-PASSAGES = [BIKE, HEAT_PUMP, DEFROST]
-E417 = "Error code E-417 means the flow sensor reads less than six litres per minute."
 ANSWERER = "triton/extractive_answerer"
 TIMEOUT = 30.0
 
