@@ -101,12 +101,11 @@ def service_env(settings: CommonSettings) -> dict[str, str]:
         LLMOPS_DATA_DIR=str(settings.data_dir.resolve()),
         LLMOPS_MODELS_DIR=str(settings.models_dir.resolve()),
         LLMOPS_NATS_URL=settings.nats_url,
-        LLMOPS_INGESTION_ADDR=settings.ingestion_addr,
-        LLMOPS_EMBEDDING_ADDR=settings.embedding_addr,
-        LLMOPS_RETRIEVAL_ADDR=settings.retrieval_addr,
-        LLMOPS_INFERENCE_ADDR=settings.inference_addr,
         LLMOPS_TRITON_GRPC_ADDR=settings.triton_grpc_addr,
         PYTHONUNBUFFERED="1",
+    )
+    env.update(
+        {f"LLMOPS_{name.upper()}_ADDR": addr for name, addr in settings.service_addrs.items()}
     )
     return env
 
