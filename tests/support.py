@@ -76,6 +76,16 @@ class Platform:
     def addr(self, service: str) -> str:
         return self.env[f"LLMOPS_{service.upper()}_ADDR"]
 
+    @property
+    def http_base_url(self) -> str:
+        """The gateway's OpenAI-compatible API, as an SDK's `base_url`."""
+        return f"http://{self.env['LLMOPS_GATEWAY_HTTP_ADDR']}/v1"
+
+    @property
+    def api_key(self) -> str:
+        """The local key of tenant `default` that `llmops up` created."""
+        return (self.data_dir / "api-key").read_text().strip()
+
     def pid(self, name: str) -> int:
         pids = self.state()["pids"]
         assert isinstance(pids, dict)
@@ -122,6 +132,9 @@ def platform_env(data_dir: Path, triton: bool) -> dict[str, str]:
         LLMOPS_EMBEDDING_METRICS_PORT=str(free_port()),
         LLMOPS_RETRIEVAL_METRICS_PORT=str(free_port()),
         LLMOPS_INFERENCE_METRICS_PORT=str(free_port()),
+        LLMOPS_GATEWAY_ADDR=f"127.0.0.1:{free_port()}",
+        LLMOPS_GATEWAY_HTTP_ADDR=f"127.0.0.1:{free_port()}",
+        LLMOPS_GATEWAY_METRICS_PORT=str(free_port()),
         LLMOPS_TRITON_ENABLED="true" if triton else "false",
         LLMOPS_TRITON_GRPC_ADDR=f"127.0.0.1:{free_port()}",
         LLMOPS_TRITON_HTTP_PORT=str(free_port()),

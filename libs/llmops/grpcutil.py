@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from llmops import metrics, tracing
 
+S = TypeVar("S")
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 _OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -180,3 +181,15 @@ async def check_health(address: str, timeout_s: float = 1.0, service: str = "") 
         except grpc.aio.AioRpcError:
             return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def lazy_stub(make: Callable[[grpc.aio.Channel], S], address: str) -> Callable[[], S]:
+    """A getter for a stub on one channel per process, made on first use inside the loop."""
+    made: list[S] = []
+
+    def get() -> S:
+        if not made:
+            made.append(make(channel(address)))
+        return made[0]
+
+    return get

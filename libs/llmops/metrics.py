@@ -30,6 +30,23 @@ QUEUE_LAG = Gauge(
 ERRORS = Counter("llmops_errors_total", "errors by kind", ["service", "kind"])
 DOCUMENTS = Counter("llmops_documents_total", "document outcomes", ["stage", "status"])
 CHUNKS = Counter("llmops_chunks_total", "chunks handled", ["stage"])
+CHAT_REQUESTS = Counter(
+    "llmops_chat_requests_total",
+    "gateway requests by API, status and cache",
+    ["api", "code", "cache"],
+)
+GATEWAY_OVERHEAD = Histogram(
+    "llmops_gateway_overhead_seconds",
+    "the gateway's own time per request: total minus waiting on upstreams",
+    ["api"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "llmops_time_to_first_token_seconds",
+    "from request to the first answer piece, per model that answered",
+    ["model"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:

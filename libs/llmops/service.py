@@ -151,12 +151,12 @@ class ServiceApp:
             await self.grpc.set_serving(False)
         for stage in self.stages:
             await stage.stop()  # the batch in hand is finished and settled
+        if self.grpc:
+            await self.grpc.stop(grace=5)  # calls in flight finish, with NATS still there
+        for hook in reversed(self._shutdown):
+            await hook()  # hooks may still publish (events in flight)
         if self._nc is not None:
             await self._nc.drain()
-        if self.grpc:
-            await self.grpc.stop(grace=5)
-        for hook in reversed(self._shutdown):
-            await hook()
         log.info("service.stopped")
 
     def request_stop(self) -> None:

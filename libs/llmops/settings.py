@@ -36,6 +36,10 @@ class CommonSettings(BaseSettings):
     embedding_addr: str = "127.0.0.1:50062"
     retrieval_addr: str = "127.0.0.1:50063"
     inference_addr: str = "127.0.0.1:50064"
+    gateway_addr: str = "127.0.0.1:50065"
+    gateway_http_addr: str = Field(
+        "127.0.0.1:8080", description="the gateway's OpenAI-compatible HTTP API"
+    )
     nats_monitor_port: int = 8222
     triton_enabled: bool = Field(True, description="start Triton with `llmops up`")
     triton_grpc_addr: str = "127.0.0.1:8001"
@@ -62,6 +66,7 @@ class CommonSettings(BaseSettings):
             "embedding": self.embedding_addr,
             "retrieval": self.retrieval_addr,
             "inference": self.inference_addr,
+            "gateway": self.gateway_addr,
         }
 
     @property

@@ -59,3 +59,23 @@ def span(name: str, parent: Mapping[str, str] | None = None, **attributes: str) 
                 yield trace_id
     finally:
         otel_context.detach(token)
+
+
+def start_request_span(
+    name: str, parent: Mapping[str, str] | None = None
+) -> tuple[trace.Span, dict[str, str]]:
+    """A span for a whole streamed request, and the headers that make calls its children.
+
+    Unlike `span()` it attaches nothing to the current context, so it can stay
+    open across an async generator's yields; the caller ends it.
+    """
+    ctx = _PROPAGATOR.extract(dict(parent or {}))
+    request_span = trace.get_tracer("llmops").start_span(name, context=ctx)
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(request_span, ctx))
+    return request_span, carrier
+
+
+def trace_id_of_span(request_span: trace.Span) -> str:
+    ctx = request_span.get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""

@@ -21,6 +21,7 @@ def test_status_reports_every_component_ready(platform: Platform) -> None:
         "embedding",
         "retrieval",
         "inference",
+        "gateway",
     }
     assert all(c["ready"] and c["pid"] for c in report["components"].values())
 

@@ -29,6 +29,7 @@ DOCS_CHUNKED = "llmops.docs.chunked"
 DOCS_EMBEDDED = "llmops.docs.embedded"
 EVENTS = "llmops.events"
 DOCUMENT_EVENTS = f"{EVENTS}.document"  # .<status>
+INTERACTION_EVENTS = f"{EVENTS}.interaction"  # one InteractionEvent per gateway request
 DLQ = "llmops.dlq"  # .<stage>
 
 
@@ -123,6 +124,52 @@ RETRIEVAL_CONSUMER = Consumer(PIPELINE_STREAM, "retrieval", DOCS_EMBEDDED)
 
 # KV buckets -----------------------------------------------------------------
 DOCUMENT_REGISTRY_BUCKET = "llmops_documents"  # owned by ingestion: tenant.doc -> version, hash
+API_KEYS_BUCKET = "llmops_api_keys"  # key id -> hashed API key record (llmops.apikeys)
+TENANTS_BUCKET = "llmops_tenants"  # tenant -> its settings (llmops.apikeys)
+RATE_LIMITS_BUCKET = "llmops_rate_limits"  # key id + window -> units taken (the gateway)
+RESPONSE_CACHE_BUCKET = "llmops_response_cache"  # request digest -> cached answer (the gateway)
+RATE_LIMIT_WINDOW_MAX_AGE_S = 180.0  # per-minute windows; older ones are no longer read
+RESPONSE_CACHE_MAX_AGE_S = 86400.0  # the longest exact-cache TTL a setting can ask for
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    description: str
+    history: int = 1
+    max_age_s: float = 0.0  # 0 = forever
+    memory: bool = False
+
+    def config(self, replicas: int) -> KeyValueConfig:
+        return KeyValueConfig(
+            bucket=self.name,
+            description=self.description,
+            history=self.history,
+            ttl=self.max_age_s or None,
+            storage=StorageType.MEMORY if self.memory else StorageType.FILE,
+            replicas=replicas,
+        )
+
+
+BUCKETS = (
+    Bucket(
+        DOCUMENT_REGISTRY_BUCKET,
+        "ingestion's registry: the current version and content hash per document",
+    ),
+    Bucket(API_KEYS_BUCKET, "API keys by id: tenant, limits and the key's SHA-256, never the key"),
+    Bucket(TENANTS_BUCKET, "tenants and their settings"),
+    Bucket(
+        RATE_LIMITS_BUCKET,
+        "per-key request and token counts per minute, shared by gateway replicas",
+        max_age_s=RATE_LIMIT_WINDOW_MAX_AGE_S,
+        memory=True,
+    ),
+    Bucket(
+        RESPONSE_CACHE_BUCKET,
+        "the gateway's exact response cache",
+        max_age_s=RESPONSE_CACHE_MAX_AGE_S,
+    ),
+)
 
 
 async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
@@ -137,12 +184,5 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
                 await js.add_stream(cfg)
             except BadRequestError:  # another process created it meanwhile
                 await js.update_stream(cfg)
-    await js.create_key_value(
-        KeyValueConfig(
-            bucket=DOCUMENT_REGISTRY_BUCKET,
-            description="ingestion's registry: the current version and content hash per document",
-            history=1,
-            storage=StorageType.FILE,
-            replicas=replicas,
-        )
-    )
+    for bucket in BUCKETS:
+        await js.create_key_value(bucket.config(replicas))

@@ -37,7 +37,7 @@ def _running_state(settings: CommonSettings) -> PlatformState:
 
 @click.group()
 def cli() -> None:
-    """llmops: RAG ingestion, retrieval and (soon) chat on one platform."""
+    """llmops: RAG ingestion, retrieval and grounded chat on one platform."""
 
 
 @cli.command()
@@ -145,6 +145,128 @@ def search(
             )
         )
     )
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--tenant", default="default", show_default=True, help="uses a local key of it")
+@click.option("--model", default="", help="model alias (default: the routes file's default)")
+@click.option("--prompt", default="", help="prompt template name (default: default)")
+@click.option("--collection", default="", help="answer from this collection only")
+@click.option("--no-retrieval", is_flag=True, help="answer without retrieved context")
+@click.option("--no-cache", is_flag=True, help="skip the exact and semantic caches")
+def chat(
+    question: str,
+    tenant: str,
+    model: str,
+    prompt: str,
+    collection: str,
+    no_retrieval: bool,
+    no_cache: bool,
+) -> None:
+    """Ask QUESTION; the answer streams, then its citations, tokens and latency.
+
+    The key is LLMOPS_API_KEY if set, else the tenant's local key (made on first use).
+    """
+    from .chat import run_chat
+    from .localkey import ensure_local_key
+
+    settings = _settings()
+    state = _running_state(settings)
+    key = os.environ.get("LLMOPS_API_KEY") or asyncio.run(
+        ensure_local_key(state.nats_url, settings.data_dir, _tenant(tenant))
+    )
+    sys.exit(
+        asyncio.run(
+            run_chat(
+                state.grpc["gateway"],
+                key,
+                question,
+                model,
+                prompt,
+                collection,
+                no_retrieval,
+                no_cache,
+            )
+        )
+    )
+
+
+@cli.group()
+def keys() -> None:
+    """API keys: create (printed once), list, revoke."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="the tenant the key acts for (created if new)")
+@click.option("--name", default="", help="a label for people")
+@click.option("--rpm", default=0, show_default=True, help="requests per minute; 0 = unlimited")
+@click.option("--tpm", default=0, show_default=True, help="tokens per minute; 0 = unlimited")
+def keys_create(tenant: str, name: str, rpm: int, tpm: int) -> None:
+    """Create a key; it is printed once and stored only as a SHA-256."""
+    from .keys import create_key
+
+    state = _running_state(_settings())
+    key = asyncio.run(create_key(state.nats_url, _tenant(tenant), name, rpm, tpm))
+    click.echo(key)
+    click.echo("Store it now: it cannot be shown again.", err=True)
+
+
+@keys.command("list")
+@click.option("--tenant", default=None, help="only this tenant's keys")
+def keys_list(tenant: str | None) -> None:
+    """Keys with their tenant, limits and state (never the keys themselves)."""
+    from .keys import list_keys
+
+    asyncio.run(list_keys(_running_state(_settings()).nats_url, tenant))
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by its id (the part after `llmops-`); gateways refuse it within a moment."""
+    from .keys import revoke_key
+
+    try:
+        asyncio.run(revoke_key(_running_state(_settings()).nats_url, key_id))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"revoked {key_id}")
+
+
+@cli.group()
+def tenants() -> None:
+    """Tenant settings."""
+
+
+@tenants.command("set")
+@click.argument("tenant")
+@click.option("--exact-cache/--no-exact-cache", default=None, help="answer from the exact cache")
+@click.option(
+    "--semantic-cache/--no-semantic-cache", default=None, help="answer from similar questions"
+)
+def tenants_set(tenant: str, exact_cache: bool | None, semantic_cache: bool | None) -> None:
+    """Turn a tenant's caches on or off."""
+    from .keys import set_tenant
+
+    record = asyncio.run(
+        set_tenant(
+            _running_state(_settings()).nats_url, _tenant(tenant), exact_cache, semantic_cache
+        )
+    )
+    click.echo(
+        f"{record.tenant}: exact cache {'on' if record.exact_cache else 'off'}, "
+        f"semantic cache {'on' if record.semantic_cache else 'off'}"
+    )
+
+
+def _tenant(tenant: str) -> str:
+    from llmops.apikeys import check_tenant
+
+    try:
+        return check_tenant(tenant)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _pairs(items: tuple[str, ...]) -> dict[str, str]:

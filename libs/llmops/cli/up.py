@@ -9,6 +9,7 @@ import sys
 
 from llmops.settings import CommonSettings
 
+from .localkey import ensure_local_key
 from .platform import SERVICES, PlatformState, platform_specs
 from .supervisor import StartupError, Supervisor
 
@@ -39,6 +40,7 @@ async def run_up(settings: CommonSettings, timeout_s: float) -> int:
         done, _ = await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if starting in done:
             starting.result()  # raises StartupError
+            await ensure_local_key(settings.nats_url, data_dir)
             state.ready = True
             record()
             _banner(settings, state)
@@ -67,11 +69,14 @@ def _banner(settings: CommonSettings, state: PlatformState) -> None:
     for name in SERVICES:
         lines.append(f"  {name:<11} {state.grpc[name]} (gRPC)")
     lines += [
+        f"  OpenAI API  http://{settings.gateway_http_addr}/v1",
+        f"  API key     {settings.data_dir.resolve() / 'api-key'} (tenant default)",
         f"  data        {settings.data_dir.resolve()}",
         "",
         "Try:",
         "  llmops ingest README.md --wait",
         '  llmops search "how do I run the tests?"',
+        '  llmops chat "how do I run the tests?"',
         "  llmops status",
         "Stop with Ctrl-C or `llmops down`.",
         "",

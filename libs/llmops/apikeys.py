@@ -1,0 +1,239 @@
+"""API keys and tenants, kept in NATS KV so every gateway replica sees the same ones.
+
+A key reads `llmops-<id>-<secret>`: the id is public (events, logs, limits
+are keyed by it), the secret is 32 random bytes. Only the secret's SHA-256
+is stored: a high-entropy secret needs no slow password hash, and a leaked
+bucket gives no usable key. The CLI writes records (`llmops keys create`);
+the gateway watches the buckets and authenticates from memory, with no round
+trip per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmops.bus.topology import API_KEYS_BUCKET, TENANTS_BUCKET
+from llmops.logging import get_logger
+
+log = get_logger(__name__)
+DEFAULT_TENANT = "default"
+_KEY_RE = re.compile(r"^llmops-([0-9a-f]{12})-([A-Za-z0-9_-]{43})$")
+TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_Apply = Callable[[KeyValue.Entry], None]
+
+
+class Limits(BaseModel):
+    """Per-key rate limits; 0 means unlimited."""
+
+    model_config = ConfigDict(frozen=True)
+
+    requests_per_minute: int = Field(0, ge=0)
+    tokens_per_minute: int = Field(0, ge=0)
+
+
+class KeyRecord(BaseModel):
+    """What the keys bucket holds for one key (never the key itself)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key_id: str
+    tenant: str
+    name: str = ""
+    secret_sha256: str
+    created_at: float
+    revoked: bool = False
+    limits: Limits = Limits()
+
+
+class TenantRecord(BaseModel):
+    """A tenant's settings: which caches its requests may use."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    exact_cache: bool = True
+    semantic_cache: bool = True
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class NewKey:
+    key: str  # shown once, never stored
+    record: KeyRecord
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_key(key: str) -> tuple[str, str] | None:
+    """(key id, secret) of a well-formed key, else None."""
+    match = _KEY_RE.match(key.strip())
+    return (match.group(1), match.group(2)) if match else None
+
+
+def check_tenant(tenant: str) -> str:
+    if not TENANT_RE.match(tenant):
+        raise ValueError(
+            f"invalid tenant {tenant!r}: use 1-63 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return tenant
+
+
+class KeyAdmin:
+    """Create, list and revoke keys and tenants (the CLI's side)."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def _keys(self) -> KeyValue:
+        return await self._js.key_value(API_KEYS_BUCKET)
+
+    async def _tenants(self) -> KeyValue:
+        return await self._js.key_value(TENANTS_BUCKET)
+
+    async def ensure_tenant(self, tenant: str) -> TenantRecord:
+        kv = await self._tenants()
+        try:
+            entry = await kv.get(check_tenant(tenant))
+            assert entry.value is not None
+            return TenantRecord.model_validate_json(entry.value)
+        except KeyNotFoundError:
+            record = TenantRecord(tenant=tenant, created_at=time.time())
+            with contextlib.suppress(Exception):  # created meanwhile by someone else: fine
+                await kv.create(tenant, record.model_dump_json().encode())
+            return record
+
+    async def set_tenant(
+        self, tenant: str, *, exact_cache: bool | None = None, semantic_cache: bool | None = None
+    ) -> TenantRecord:
+        record = await self.ensure_tenant(tenant)
+        changes = {
+            k: v
+            for k, v in {"exact_cache": exact_cache, "semantic_cache": semantic_cache}.items()
+            if v is not None
+        }
+        record = record.model_copy(update=changes)
+        await (await self._tenants()).put(tenant, record.model_dump_json().encode())
+        return record
+
+    async def create_key(self, tenant: str, name: str = "", limits: Limits | None = None) -> NewKey:
+        await self.ensure_tenant(tenant)
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        record = KeyRecord(
+            key_id=key_id,
+            tenant=tenant,
+            name=name,
+            secret_sha256=_digest(secret),
+            created_at=time.time(),
+            limits=limits or Limits(),
+        )
+        await (await self._keys()).create(key_id, record.model_dump_json().encode())
+        return NewKey(f"llmops-{key_id}-{secret}", record)
+
+    async def list_keys(self, tenant: str | None = None) -> list[KeyRecord]:
+        kv = await self._keys()
+        try:
+            ids = await kv.keys()
+        except Exception:  # nats-py raises NoKeysError on an empty bucket
+            return []
+        records = []
+        for key_id in ids:
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await kv.get(key_id)
+                if entry.value:
+                    record = KeyRecord.model_validate_json(entry.value)
+                    if tenant is None or record.tenant == tenant:
+                        records.append(record)
+        return sorted(records, key=lambda r: r.created_at)
+
+    async def revoke_key(self, key_id: str) -> KeyRecord:
+        kv = await self._keys()
+        try:
+            entry = await kv.get(key_id)
+        except KeyNotFoundError:
+            raise ValueError(f"no API key with id {key_id!r}") from None
+        assert entry.value is not None
+        record = KeyRecord.model_validate_json(entry.value).model_copy(update={"revoked": True})
+        await kv.put(key_id, record.model_dump_json().encode())
+        return record
+
+
+class KeyDirectory:
+    """The gateway's in-memory view of keys and tenants, kept current by KV watches."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, KeyRecord] = {}
+        self._tenants: dict[str, TenantRecord] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, js: JetStreamContext) -> None:
+        """Load both buckets, then follow their changes in the background."""
+        keys = await js.key_value(API_KEYS_BUCKET)
+        tenants = await js.key_value(TENANTS_BUCKET)
+        for kv, apply in ((keys, self._apply_key), (tenants, self._apply_tenant)):
+            watcher = await kv.watchall()
+            # The watcher first replays every current value, then None, then live changes.
+            async for entry in watcher:
+                if entry is None:
+                    break
+                apply(entry)
+            self._tasks.append(asyncio.create_task(self._follow(watcher, apply)))
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher, apply: _Apply) -> None:
+        async for entry in watcher:
+            if entry is not None:
+                apply(entry)
+
+    def _apply_key(self, entry: KeyValue.Entry) -> None:
+        if entry.operation in ("DEL", "PURGE") or not entry.value:
+            self._keys.pop(entry.key, None)
+            return
+        try:
+            self._keys[entry.key] = KeyRecord.model_validate_json(entry.value)
+        except ValueError as exc:
+            log.error("apikeys.bad_record", key_id=entry.key, error=str(exc))
+
+    def _apply_tenant(self, entry: KeyValue.Entry) -> None:
+        if entry.operation in ("DEL", "PURGE") or not entry.value:
+            self._tenants.pop(entry.key, None)
+            return
+        try:
+            self._tenants[entry.key] = TenantRecord.model_validate_json(entry.value)
+        except ValueError as exc:
+            log.error("apikeys.bad_tenant", tenant=entry.key, error=str(exc))
+
+    def authenticate(self, key: str) -> KeyRecord | None:
+        """The record of a valid, unrevoked key; None for anything else."""
+        parsed = parse_key(key)
+        if parsed is None:
+            return None
+        record = self._keys.get(parsed[0])
+        if record is None or record.revoked:
+            return None
+        if not hmac.compare_digest(record.secret_sha256, _digest(parsed[1])):
+            return None
+        return record
+
+    def tenant(self, tenant: str) -> TenantRecord:
+        return self._tenants.get(tenant) or TenantRecord(tenant=tenant)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()

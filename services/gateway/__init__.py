@@ -1,0 +1,1 @@
+"""The gateway: the public edge (gRPC Chat and an OpenAI-compatible HTTP API)."""

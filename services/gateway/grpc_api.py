@@ -1,0 +1,100 @@
+"""gRPC `llmops.v1.Gateway`: Chat (server streaming) and ChatOnce, over the chat pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from gateway.errors import GatewayError
+from gateway.pipeline import Call, ChatPipeline
+from gateway.settings import GatewaySettings
+from llmops.apikeys import KeyDirectory
+from llmops.tracing import TRACEPARENT
+from llmops.v1 import gateway_pb2, gateway_pb2_grpc
+
+OVERHEAD_HEADER = "x-llmops-overhead-ms"
+RETRY_AFTER = "retry-after-s"
+
+
+def bearer_key(authorization: str | None) -> str:
+    """The key of an `Authorization: Bearer <key>` value ('' when absent or malformed)."""
+    if not authorization:
+        return ""
+    scheme, _, key = authorization.strip().partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else ""
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+    def __init__(
+        self, settings: GatewaySettings, keys: KeyDirectory, pipeline: ChatPipeline
+    ) -> None:
+        self._settings = settings
+        self._keys = keys
+        self._pipeline = pipeline
+
+    def _call(
+        self,
+        request: gateway_pb2.ChatRequest,
+        context: grpc.aio.ServicerContext,
+        api: str,
+        streamed: bool,
+    ) -> Call:
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        record = self._keys.authenticate(bearer_key(metadata.get("authorization")))
+        if record is None:
+            raise GatewayError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or unknown API key: send metadata 'authorization: Bearer <key>'",
+            )
+        remaining = context.time_remaining()
+        timeout = self._settings.request_timeout_s if remaining is None else remaining
+        trace = {TRACEPARENT: metadata[TRACEPARENT]} if TRACEPARENT in metadata else {}
+        return Call(
+            request=request,
+            key=record,
+            tenant=self._keys.tenant(record.tenant),
+            api=api,
+            streamed=streamed,
+            timeout_s=timeout,
+            trace_headers=trace,
+        )
+
+    async def Chat(
+        self, request: gateway_pb2.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.ChatResponse]:
+        try:
+            call = self._call(request, context, "grpc.chat", streamed=True)
+            async for response in self._pipeline.run(call):
+                if response.HasField("final"):
+                    context.set_trailing_metadata(
+                        ((OVERHEAD_HEADER, f"{response.final.overhead_ms:.3f}"),)
+                    )
+                yield response
+        except GatewayError as exc:
+            await _abort(context, exc)
+
+    async def ChatOnce(
+        self, request: gateway_pb2.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ChatReply:
+        reply = gateway_pb2.ChatReply()
+        try:
+            call = self._call(request, context, "grpc.chat_once", streamed=False)
+            pieces = []
+            async for response in self._pipeline.run(call):
+                if response.HasField("final"):
+                    reply.final.CopyFrom(response.final)
+                else:
+                    pieces.append(response.delta.text)
+            reply.text = "".join(pieces)
+        except GatewayError as exc:
+            await _abort(context, exc)
+        context.set_trailing_metadata(((OVERHEAD_HEADER, f"{reply.final.overhead_ms:.3f}"),))
+        return reply
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: GatewayError) -> None:
+    trailing: tuple[tuple[str, str], ...] = ()
+    if exc.retry_after_s is not None:
+        trailing = ((RETRY_AFTER, str(max(1, round(exc.retry_after_s)))),)
+    await context.abort(exc.code, exc.message, trailing_metadata=trailing)

@@ -1,0 +1,482 @@
+"""The chat pipeline both APIs run: limits → caches → retrieval → prompt → inference → reply.
+
+`ChatPipeline.run` is an async generator of Delta messages and one closing
+ChatFinal; failures raise GatewayError. Whatever happens (answer, error,
+cancel) exactly one InteractionEvent is emitted when it ends. Each upstream
+call gets the time left before the request's deadline, and the caller going
+away cancels the generator, which cancels the upstream calls with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway.caches import ExactCache, request_digest, semantic_scope
+from gateway.errors import GatewayError, from_rpc_error
+from gateway.interactions import InteractionPublisher, apply_retention
+from gateway.prompts import Passage, Prompts
+from gateway.ratelimit import RateLimiter
+from gateway.settings import GatewaySettings
+from gateway.timing import RequestTimer
+from llmops import metrics, tracing
+from llmops.apikeys import KeyRecord, TenantRecord
+from llmops.logging import get_logger
+from llmops.service import Loaded
+from llmops.v1 import (
+    embedding_pb2_grpc,
+    events_pb2,
+    gateway_pb2,
+    inference_pb2,
+    inference_pb2_grpc,
+    retrieval_pb2,
+    retrieval_pb2_grpc,
+)
+
+log = get_logger(__name__)
+_CITATION_MARK = re.compile(r"\[(\d{1,3})\]")
+_MODES = {
+    gateway_pb2.SEARCH_MODE_OPTION_UNSPECIFIED: retrieval_pb2.SEARCH_MODE_HYBRID,
+    gateway_pb2.SEARCH_MODE_OPTION_HYBRID: retrieval_pb2.SEARCH_MODE_HYBRID,
+    gateway_pb2.SEARCH_MODE_OPTION_DENSE: retrieval_pb2.SEARCH_MODE_DENSE,
+    gateway_pb2.SEARCH_MODE_OPTION_SPARSE: retrieval_pb2.SEARCH_MODE_SPARSE,
+}
+
+
+@dataclass
+class Call:
+    """One request as it enters the pipeline, from either API."""
+
+    request: gateway_pb2.ChatRequest
+    key: KeyRecord
+    tenant: TenantRecord
+    api: str  # grpc.chat | grpc.chat_once | openai.chat
+    streamed: bool
+    timeout_s: float
+    trace_headers: dict[str, str] = field(default_factory=dict)
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass
+class Upstreams:
+    """The services the pipeline calls; stubs are made lazily inside the running loop."""
+
+    retrieval: Callable[[], retrieval_pb2_grpc.RetrievalStub]
+    inference: Callable[[], inference_pb2_grpc.InferenceStub]
+    embedding: Callable[[], embedding_pb2_grpc.EmbeddingStub]
+
+
+@dataclass
+class _Outcome:
+    """What the event records, filled in as the request goes."""
+
+    text: list[str] = field(default_factory=list)
+    final: gateway_pb2.ChatFinal = field(default_factory=gateway_pb2.ChatFinal)
+    failed_targets: list[str] = field(default_factory=list)
+
+
+class ChatPipeline:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        prompts: Loaded[Prompts],
+        upstreams: Upstreams,
+        exact_cache: Loaded[ExactCache],
+        limiter: Loaded[RateLimiter],
+        events: Loaded[InteractionPublisher],
+    ) -> None:
+        self._settings = settings
+        self._prompts = prompts
+        self._upstreams = upstreams
+        self._exact = exact_cache
+        self._limiter = limiter
+        self._events = events
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def run(self, call: Call) -> AsyncIterator[gateway_pb2.ChatResponse]:
+        timer = RequestTimer()
+        arrived = time.time()
+        deadline = time.monotonic() + call.timeout_s
+        request_span, headers = tracing.start_request_span("gateway.chat", call.trace_headers)
+        outcome = _Outcome()
+        outcome.final.trace_id = tracing.trace_id_of_span(request_span)
+        outcome.final.request_id = call.request_id
+        status, error = "CANCELLED", "the caller went away"
+        try:
+            async for response in self._answer(call, timer, deadline, headers, outcome):
+                yield response
+            status, error = "OK", ""
+        except GatewayError as exc:
+            status, error = exc.code.name, exc.message
+            raise
+        except Exception as exc:
+            status, error = "INTERNAL", f"{type(exc).__name__}: {exc}"
+            log.exception("chat.failed", request_id=call.request_id)
+            raise GatewayError(
+                grpc.StatusCode.INTERNAL, "internal error; see gateway logs"
+            ) from exc
+        finally:
+            request_span.set_attribute("llmops.status", status)
+            request_span.end()
+            self._emit(call, timer, arrived, outcome, status, error)
+
+    async def _answer(
+        self,
+        call: Call,
+        timer: RequestTimer,
+        deadline: float,
+        headers: dict[str, str],
+        outcome: _Outcome,
+    ) -> AsyncIterator[gateway_pb2.ChatResponse]:
+        request = call.request
+        question, history = _question(request)
+        with timer.step("limits"):
+            await self._limiter.value.check(call.key)
+        resolved = self._prompts.value.resolve(request.prompt, request.prompt_version)
+        if isinstance(resolved, str):
+            raise GatewayError(grpc.StatusCode.NOT_FOUND, resolved)
+        prompt_name, template = resolved
+        final = outcome.final
+        final.prompt, final.prompt_version = prompt_name, template.version
+
+        use_exact = call.tenant.exact_cache and not request.cache.no_exact
+        use_semantic = call.tenant.semantic_cache and not request.cache.no_semantic and not history
+        exact_key = request_digest(call.key.tenant, request, template.version)
+        scope = semantic_scope(request, template.version)
+        cached = await self._cached(
+            call,
+            timer,
+            deadline,
+            headers,
+            question,
+            exact_key if use_exact else None,
+            scope if use_semantic else None,
+        )
+        if cached is not None:
+            reply, status = cached
+            final.MergeFrom(_replayed(reply.final))
+            final.cache = status
+            timer.mark_first_token()
+            outcome.text.append(reply.text)
+            yield gateway_pb2.ChatResponse(delta=inference_pb2.Delta(text=reply.text))
+            yield self._closing(final, timer)
+            return
+        if use_exact or use_semantic:
+            final.cache = gateway_pb2.CACHE_STATUS_MISS
+        else:
+            final.cache = gateway_pb2.CACHE_STATUS_BYPASS
+
+        hits = await self._retrieve(call, timer, deadline, headers, question)
+        passages = [
+            Passage(number=i + 1, text=hit.text, source=hit.source) for i, hit in enumerate(hits)
+        ]
+        with timer.step("prompt"):
+            rendered = Prompts.render(prompt_name, template, history, question, passages)
+        generate = inference_pb2.GenerateRequest(
+            model=request.model,
+            prompt=question,
+            context=[p.text for p in passages],
+            tenant=call.key.tenant,
+            request_id=call.request_id,
+            messages=rendered.messages,
+            params=request.params,
+        )
+        done: inference_pb2.Final | None = None
+        async for piece in self._generate(generate, timer, deadline, headers):
+            if isinstance(piece, inference_pb2.Final):
+                done = piece
+                break
+            timer.mark_first_token()
+            outcome.text.append(piece.text)
+            yield gateway_pb2.ChatResponse(delta=piece)
+        assert done is not None  # _generate ends with the Final or raises
+        final.model_used = done.model_used
+        final.usage.CopyFrom(done.usage)
+        outcome.failed_targets.extend(done.failed_targets)
+        cited = list(done.citations) or _marked(outcome.text, len(hits))
+        final.citations.extend(_citation(hits[i], i + 1) for i in cited if 0 <= i < len(hits))
+        closing = self._closing(final, timer)
+        yield closing
+        answer = "".join(outcome.text)
+        self._remember(
+            call,
+            exact_key if use_exact else None,
+            scope if use_semantic else None,
+            question,
+            gateway_pb2.ChatReply(text=answer, final=closing.final),
+        )
+        self._later(
+            self._limiter.value.charge_tokens(
+                call.key, done.usage.input_tokens + done.usage.output_tokens
+            )
+        )
+
+    async def _cached(
+        self,
+        call: Call,
+        timer: RequestTimer,
+        deadline: float,
+        headers: dict[str, str],
+        question: str,
+        exact_key: str | None,
+        scope: str | None,
+    ) -> tuple[gateway_pb2.ChatReply, gateway_pb2.CacheStatus.ValueType] | None:
+        if exact_key is not None:
+            with timer.step("cache.exact"):
+                try:
+                    reply = await self._exact.value.get(exact_key)
+                except Exception as exc:  # a cache that is down is a miss, not a failure
+                    log.warning("cache.exact_unavailable", error=str(exc))
+                    reply = None
+            if reply is not None:
+                return reply, gateway_pb2.CACHE_STATUS_EXACT_HIT
+        if scope is not None:
+            lookup = retrieval_pb2.LookupAnswerRequest(
+                tenant=call.key.tenant,
+                scope=scope,
+                question=question,
+                min_score=self._settings.semantic_cache_min_score,
+                max_age_s=int(self._settings.semantic_cache_ttl_s),
+            )
+            with timer.step("cache.semantic", upstream=True):
+                try:
+                    found = await self._upstreams.retrieval().LookupAnswer(
+                        lookup, timeout=_left(deadline), metadata=tuple(headers.items())
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    log.warning("cache.semantic_unavailable", error=str(exc.details()))
+                    return None
+            if found.hit:
+                return (
+                    gateway_pb2.ChatReply.FromString(found.answer),
+                    gateway_pb2.CACHE_STATUS_SEMANTIC_HIT,
+                )
+        return None
+
+    async def _retrieve(
+        self,
+        call: Call,
+        timer: RequestTimer,
+        deadline: float,
+        headers: dict[str, str],
+        question: str,
+    ) -> list[retrieval_pb2.SearchHit]:
+        options = call.request.retrieval
+        if options.disabled:
+            return []
+        search = retrieval_pb2.SearchRequest(
+            tenant=call.key.tenant,
+            query=question,
+            top_k=options.top_k or self._settings.default_top_k,
+            collection=call.request.collection,
+            filters=call.request.filters,
+            mode=_MODES.get(options.mode, retrieval_pb2.SEARCH_MODE_HYBRID),
+        )
+        with timer.step("retrieval", upstream=True):
+            try:
+                found = await self._upstreams.retrieval().Search(
+                    search, timeout=_left(deadline), metadata=tuple(headers.items())
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise from_rpc_error("retrieval", exc) from None
+        return list(found.hits)
+
+    async def _generate(
+        self,
+        generate: inference_pb2.GenerateRequest,
+        timer: RequestTimer,
+        deadline: float,
+        headers: dict[str, str],
+    ) -> AsyncIterator[inference_pb2.Delta | inference_pb2.Final]:
+        """The inference stream's deltas, then its Final; time spent waiting counts upstream."""
+        stream = self._upstreams.inference().Generate(
+            generate, timeout=_left(deadline), metadata=tuple(headers.items())
+        )
+        try:
+            while True:
+                began = time.perf_counter()
+                try:
+                    response = await stream.read()
+                except grpc.aio.AioRpcError as exc:
+                    raise from_rpc_error("inference", exc) from None
+                finally:
+                    timer.add("inference", time.perf_counter() - began, upstream=True)
+                if response is grpc.aio.EOF:
+                    raise GatewayError(
+                        grpc.StatusCode.UNAVAILABLE, "inference ended the stream without a final"
+                    )
+                if response.HasField("final"):
+                    yield response.final
+                    return
+                yield response.delta
+        finally:
+            stream.cancel()  # no-op when finished; stops the upstream work when we are cancelled
+
+    def _closing(
+        self, final: gateway_pb2.ChatFinal, timer: RequestTimer
+    ) -> gateway_pb2.ChatResponse:
+        final.time_to_first_token_ms = round(timer.ttft_ms, 3)
+        final.overhead_ms = round(timer.overhead_ms, 3)
+        del final.steps[:]
+        final.steps.extend(timer.steps())
+        return gateway_pb2.ChatResponse(final=final)
+
+    def _remember(
+        self,
+        call: Call,
+        exact_key: str | None,
+        scope: str | None,
+        question: str,
+        reply: gateway_pb2.ChatReply,
+    ) -> None:
+        """Store a generated answer in the caches, off the request's path."""
+        if exact_key is not None:
+            self._later(self._exact.value.put(exact_key, reply))
+        if scope is not None:
+            store = retrieval_pb2.StoreAnswerRequest(
+                tenant=call.key.tenant,
+                scope=scope,
+                question=question,
+                answer=reply.SerializeToString(),
+            )
+            self._later(self._upstreams.retrieval().StoreAnswer(store, timeout=10.0))
+
+    def _later(self, work: object) -> None:
+        async def run() -> None:
+            try:
+                await work  # type: ignore[misc]
+            except Exception as exc:
+                log.warning("gateway.background_failed", error=str(exc))
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Let cache writes and token charges in flight finish (shutdown)."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5.0)
+
+    def _emit(
+        self,
+        call: Call,
+        timer: RequestTimer,
+        arrived: float,
+        outcome: _Outcome,
+        status: str,
+        error: str,
+    ) -> None:
+        final = outcome.final
+        event = events_pb2.InteractionEvent(
+            event_id=uuid.uuid4().hex,
+            tenant=call.key.tenant,
+            key_id=call.key.key_id,
+            request_id=call.request_id,
+            trace_id=final.trace_id,
+            api=call.api,
+            model_requested=call.request.model,
+            model_used=final.model_used,
+            failed_targets=outcome.failed_targets,
+            prompt=final.prompt,
+            prompt_version=final.prompt_version,
+            usage=final.usage,
+            steps=timer.steps(),
+            time_to_first_token_ms=timer.ttft_ms,
+            total_ms=timer.total_ms,
+            overhead_ms=timer.overhead_ms,
+            cache=final.cache,
+            citations=final.citations,
+            status=status,
+            error=error,
+            streamed=call.streamed,
+            collection=call.request.collection,
+        )
+        event.time.CopyFrom(_timestamp(arrived))
+        question = call.request.messages[-1].content if call.request.messages else ""
+        apply_retention(event, self._settings.event_text, question, "".join(outcome.text))
+        self._events.value.emit(event)
+        cache = gateway_pb2.CacheStatus.Name(final.cache).removeprefix("CACHE_STATUS_").lower()
+        metrics.CHAT_REQUESTS.labels(call.api, status, cache).inc()
+        metrics.GATEWAY_OVERHEAD.labels(call.api).observe(timer.overhead_ms / 1000)
+        if timer.first_token_s is not None and final.model_used:
+            metrics.TIME_TO_FIRST_TOKEN.labels(final.model_used).observe(timer.first_token_s)
+        log.info(
+            "chat.done",
+            request_id=call.request_id,
+            trace_id=final.trace_id,
+            tenant=call.key.tenant,
+            status=status,
+            model=final.model_used,
+            cache=cache,
+            ms=round(timer.total_ms, 1),
+            overhead_ms=round(timer.overhead_ms, 2),
+            error=error or None,
+        )
+
+
+def _question(request: gateway_pb2.ChatRequest) -> tuple[str, list[inference_pb2.ChatMessage]]:
+    """The last user message (the question) and the turns before it."""
+    if not request.messages:
+        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, "messages is empty")
+    last = request.messages[-1]
+    if last.role != "user" or not last.content.strip():
+        raise GatewayError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the last message must be a non-empty user message (the question)",
+        )
+    roles = {m.role for m in request.messages} - {"system", "user", "assistant"}
+    if roles:
+        raise GatewayError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"unknown message roles {sorted(roles)}; use system, user or assistant",
+        )
+    return last.content, list(request.messages[:-1])
+
+
+def _marked(text: list[str], passages: int) -> list[int]:
+    """Passage indices a generative answer cites as [n], in order of first mention."""
+    seen: list[int] = []
+    for match in _CITATION_MARK.finditer("".join(text)):
+        index = int(match.group(1)) - 1
+        if 0 <= index < passages and index not in seen:
+            seen.append(index)
+    return seen
+
+
+def _citation(hit: retrieval_pb2.SearchHit, number: int) -> gateway_pb2.Citation:
+    return gateway_pb2.Citation(
+        number=number,
+        chunk_id=hit.chunk_id,
+        doc_id=hit.doc_id,
+        source=hit.source,
+        title=hit.title,
+        score=hit.score,
+    )
+
+
+def _replayed(stored: gateway_pb2.ChatFinal) -> gateway_pb2.ChatFinal:
+    """What a cache hit reports of the answer it replays: its model and citations, no usage."""
+    return gateway_pb2.ChatFinal(
+        citations=stored.citations,
+        model_used=stored.model_used,
+    )
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed")
+    return left
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp

@@ -1,0 +1,174 @@
+"""Per-key request and token limits per minute that hold across gateway replicas.
+
+The count of each key's minute lives in NATS KV (`llmops_rate_limits`), updated
+with compare-and-set so replicas never over-admit. A replica does not go to
+NATS for every request: it leases a slice of the window (1/50th of the limit,
+at least 1) and admits from the slice locally, so a hot key costs one KV round
+trip per slice. Units a replica leased but did not use lapse with the window,
+so the limit is never exceeded and at most one slice per replica goes unused.
+
+Token limits are charged after the fact (a request's tokens are known only
+when it ends): a request is refused once the window's tokens reached the limit.
+If NATS cannot be reached the request is admitted and the failure logged:
+limits protect capacity, and refusing everyone while NATS recovers would not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from gateway.errors import GatewayError
+from llmops.apikeys import KeyRecord
+from llmops.logging import get_logger
+
+log = get_logger(__name__)
+WINDOW_S = 60
+_SLICES_PER_WINDOW = 50
+_CAS_ATTEMPTS = 20
+_TOKEN_READ_EVERY_S = 0.25
+
+
+@dataclass(frozen=True)
+class Refusal:
+    message: str
+    retry_after_s: float
+
+
+@dataclass
+class _Lease:
+    window: int
+    left: int = 0
+    exhausted: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class _TokenView:
+    window: int
+    total: int = 0  # the shared count as last read, plus what this replica charged since
+    read_at: float = 0.0
+
+
+class RateLimiter:
+    def __init__(self, kv: KeyValue, clock: Callable[[], float] = time.time) -> None:
+        self._kv = kv
+        self._clock = clock
+        self._leases: dict[str, _Lease] = {}
+        self._tokens: dict[str, _TokenView] = {}
+
+    def _window(self) -> tuple[int, float]:
+        now = self._clock()
+        return int(now // WINDOW_S), WINDOW_S - (now % WINDOW_S)
+
+    async def check(self, record: KeyRecord) -> None:
+        """Admit one request of the key, or raise RESOURCE_EXHAUSTED with a retry hint."""
+        refusal = await self.admit(record)
+        if refusal is not None:
+            raise GatewayError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{refusal.message}; retry in {refusal.retry_after_s:.0f}s",
+                retry_after_s=refusal.retry_after_s,
+            )
+
+    async def admit(self, record: KeyRecord) -> Refusal | None:
+        """None when the key may make one more request now; else why not and when to retry."""
+        limits = record.limits
+        if not (limits.requests_per_minute or limits.tokens_per_minute):
+            return None
+        window, retry_after = self._window()
+        try:
+            if limits.tokens_per_minute:
+                used = await self._tokens_used(record.key_id, window)
+                if used >= limits.tokens_per_minute:
+                    return Refusal(
+                        f"API key {record.key_id} used its {limits.tokens_per_minute} tokens "
+                        "per minute",
+                        retry_after,
+                    )
+            if limits.requests_per_minute and not await self._take_request(
+                record.key_id, window, limits.requests_per_minute
+            ):
+                return Refusal(
+                    f"API key {record.key_id} made its {limits.requests_per_minute} requests "
+                    "per minute",
+                    retry_after,
+                )
+        except Exception as exc:
+            log.warning("ratelimit.unavailable", key_id=record.key_id, error=str(exc))
+        return None
+
+    async def charge_tokens(self, record: KeyRecord, tokens: int) -> None:
+        """Add a finished request's tokens to its key's window (only keys with a token limit)."""
+        if not record.limits.tokens_per_minute or tokens <= 0:
+            return
+        window, _ = self._window()
+        try:
+            await self._add(f"{record.key_id}.tok.{window}", tokens, limit=None)
+        except Exception as exc:
+            log.warning("ratelimit.charge_failed", key_id=record.key_id, error=str(exc))
+            return
+        view = self._tokens.get(record.key_id)
+        if view is not None and view.window == window:
+            view.total += tokens
+
+    async def _tokens_used(self, key_id: str, window: int) -> int:
+        view = self._tokens.get(key_id)
+        now = self._clock()
+        if view is None or view.window != window or now - view.read_at > _TOKEN_READ_EVERY_S:
+            total = await self._read(f"{key_id}.tok.{window}")
+            view = self._tokens[key_id] = _TokenView(window, total, now)
+        return view.total
+
+    async def _take_request(self, key_id: str, window: int, limit: int) -> bool:
+        lease = self._leases.get(key_id)
+        if lease is None or lease.window != window:
+            lease = self._leases[key_id] = _Lease(window)
+        async with lease.lock:  # one KV lease at a time per key and replica
+            if lease.left == 0 and not lease.exhausted:
+                size = max(1, limit // _SLICES_PER_WINDOW)
+                lease.left = await self._add(f"{key_id}.req.{window}", size, limit=limit)
+                lease.exhausted = lease.left == 0
+            if lease.left == 0:
+                return False
+            lease.left -= 1
+            return True
+
+    async def _read(self, key: str) -> int:
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return 0
+        return int(entry.value or b"0")
+
+    async def _add(self, key: str, amount: int, limit: int | None) -> int:
+        """Add up to `amount` to the counter without passing `limit`; return what was added."""
+        for _ in range(_CAS_ATTEMPTS):
+            try:
+                entry = await self._kv.get(key)
+                taken, revision = int(entry.value or b"0"), entry.revision
+            except KeyNotFoundError:
+                taken, revision = 0, None
+            grant = amount if limit is None else max(0, min(amount, limit - taken))
+            if grant == 0:
+                return 0
+            value = str(taken + grant).encode()
+            try:
+                if revision is None:
+                    await self._kv.create(key, value)
+                else:
+                    await self._kv.update(key, value, last=revision)
+                return grant
+            except KeyWrongLastSequenceError:
+                continue  # another replica moved it: read again
+            except Exception as exc:
+                if revision is None and "wrong last sequence" in str(exc).lower():
+                    continue  # created by another replica meanwhile
+                raise
+        raise RuntimeError(f"rate-limit counter {key} kept changing under {_CAS_ATTEMPTS} tries")

@@ -1,0 +1,36 @@
+"""Gateway settings (`LLMOPS_*`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from llmops.settings import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    prompts_file: Path = Field(
+        Path("deploy/gateway/prompts.yaml"),
+        description="prompt templates by name and version (relative: to the working dir)",
+    )
+    gateway_metrics_port: int = 9465
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="deadline of a request whose caller sets none (HTTP, gRPC)"
+    )
+    max_request_bytes: int = Field(1_000_000, gt=0, description="largest HTTP body accepted")
+    exact_cache_ttl_s: float = Field(
+        600.0, gt=0, le=86400, description="how long an exact-cache answer is served"
+    )
+    semantic_cache_min_score: float = Field(
+        0.95, gt=0, le=1, description="cosine similarity an earlier question must reach"
+    )
+    semantic_cache_ttl_s: float = Field(
+        3600.0, gt=0, description="how old a semantic-cache answer may be"
+    )
+    event_text: Literal["off", "redacted", "full"] = Field(
+        "redacted",
+        description="question/answer text in interaction events: none, PII-masked, or all",
+    )
+    default_top_k: int = Field(5, gt=0, le=50, description="passages retrieved per request")
