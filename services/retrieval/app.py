@@ -1,4 +1,5 @@
-"""Retrieval service: the only owner of Qdrant. Embedded documents in, `Search` out."""
+"""Retrieval service: the only owner of Qdrant. Embedded documents in, `Search` out,
+and the semantic answer cache (`LookupAnswer`, `StoreAnswer`) on a store of its own."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from llmops.grpcutil import channel
 from llmops.service import Loaded, ServiceApp
 from llmops.v1 import embedding_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 from retrieval.handlers import STAGE, IndexHandler, RetrievalServicer
-from retrieval.maintenance import IdleOptimizer
+from retrieval.maintenance import AnswerExpiry, IdleOptimizer
 from retrieval.settings import RetrievalSettings
-from retrieval.store import VectorStore, open_store
+from retrieval.store import AnswerStore, VectorStore, open_answer_store, open_store
 
 SERVICE_NAME = retrieval_pb2.DESCRIPTOR.services_by_name["Retrieval"].full_name
 
@@ -26,6 +27,7 @@ def create_app(settings: RetrievalSettings) -> ServiceApp:
         grpc_services=[SERVICE_NAME],
     )
     store: Loaded[VectorStore] = Loaded("the vector store")
+    answers: Loaded[AnswerStore] = Loaded("the answer cache")
     stubs: dict[str, embedding_pb2_grpc.EmbeddingStub] = {}
 
     def embedder() -> embedding_pb2_grpc.EmbeddingStub:
@@ -34,10 +36,13 @@ def create_app(settings: RetrievalSettings) -> ServiceApp:
             stubs["stub"] = embedding_pb2_grpc.EmbeddingStub(channel(settings.embedding_addr))
         return stubs["stub"]
 
-    servicer = RetrievalServicer(store, embedder, settings)
+    servicer = RetrievalServicer(store, embedder, settings, answers)
 
     optimizer = IdleOptimizer(
         lambda: store.value, settings.optimize_after_chunks, settings.optimize_idle_s
+    )
+    expiry = AnswerExpiry(
+        lambda: answers.value, settings.answer_cache_ttl_s, settings.answer_cache_sweep_s
     )
     tasks: list[asyncio.Task[None]] = []
 
@@ -45,13 +50,19 @@ def create_app(settings: RetrievalSettings) -> ServiceApp:
         store.set(open_store(settings.data_dir, settings.qdrant_url, settings.qdrant_api_key))
         optimizer.optimize()  # what a previous run indexed but did not optimise yet
         tasks.append(asyncio.create_task(optimizer.run()))
+        answers.set(
+            open_answer_store(settings.data_dir, settings.qdrant_url, settings.qdrant_api_key)
+        )
+        expiry.sweep()
+        tasks.append(asyncio.create_task(expiry.run()))
 
     async def close_the_store() -> None:
         for task in tasks:
             task.cancel()
-        opened = store.take()
-        if opened is not None:
-            opened.close()
+        for box in (store, answers):
+            opened = box.take()
+            if opened is not None:
+                opened.close()
 
     app.on_startup(open_the_store)
     app.on_shutdown(close_the_store)

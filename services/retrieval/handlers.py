@@ -1,4 +1,5 @@
-"""Retrieval's edges: the stage that indexes embedded documents, and gRPC `Search`.
+"""Retrieval's edges: the stage that indexes embedded documents, gRPC `Search`, and the
+semantic answer cache (`LookupAnswer`, `StoreAnswer`).
 
 Store calls are synchronous and run on the event-loop thread on purpose: with
 the in-process Qdrant Edge store that makes replacing a document's chunks
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import grpc
 from nats.js import JetStreamContext
+from prometheus_client import Counter
 
 from llmops.bus.codec import MalformedMessage, decode
 from llmops.bus.events import document_event, publish_document_event
@@ -29,7 +31,16 @@ from llmops.v1 import (
     retrieval_pb2_grpc,
 )
 from retrieval.settings import RetrievalSettings
-from retrieval.store import ChunkRecord, SearchQuery, VectorStore
+from retrieval.store import (
+    AnswerLookup,
+    AnswerRecord,
+    AnswerStore,
+    ChunkRecord,
+    SearchQuery,
+    StoreError,
+    VectorStore,
+)
+from retrieval.vectors import QueryVectors
 
 log = get_logger(__name__)
 STAGE = "retrieval"
@@ -40,6 +51,11 @@ _MODES = {
     retrieval_pb2.SEARCH_MODE_DENSE: "dense",
     retrieval_pb2.SEARCH_MODE_SPARSE: "sparse",
 }
+DEFAULT_MIN_SCORE = 0.95
+"""LookupAnswer's threshold when the request leaves `min_score` at 0 (see retrieval.proto)."""
+ANSWER_CACHE = Counter(
+    "llmops_answer_cache_total", "answer cache lookups and stores", ["outcome"]
+)  # outcome: hit | miss | stored
 
 
 class IndexHandler:
@@ -115,10 +131,15 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
         store: Loaded[VectorStore],
         embedder: Callable[[], embedding_pb2_grpc.EmbeddingStub],
         settings: RetrievalSettings,
+        answers: Loaded[AnswerStore] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._embedder = embedder
         self._settings = settings
+        self._answers = answers if answers is not None else Loaded("the answer cache")
+        self._clock = clock
+        self._vectors = QueryVectors(settings.query_vector_cache_size)
 
     async def Search(
         self, request: retrieval_pb2.SearchRequest, context: grpc.aio.ServicerContext
@@ -136,7 +157,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
         mode = _MODES.get(request.mode)
         if mode is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown mode {request.mode}")
-        dense = None if mode == "sparse" else await self._embed(query, context)
+        dense = None if mode == "sparse" else await self._embed(query, context, _SEARCH_NEEDS)
         hits = self._store.value.search(
             SearchQuery(
                 tenant=request.tenant or DEFAULT,
@@ -168,18 +189,95 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
             took_ms=(time.perf_counter() - started) * 1000,
         )
 
-    async def _embed(self, query: str, context: grpc.aio.ServicerContext) -> list[float]:
+    async def LookupAnswer(
+        self, request: retrieval_pb2.LookupAnswerRequest, context: grpc.aio.ServicerContext
+    ) -> retrieval_pb2.LookupAnswerResponse:
+        question = request.question.strip()
+        if not question:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "question is empty")
+        min_score = request.min_score or DEFAULT_MIN_SCORE
+        if not 0.0 < min_score <= 1.0:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "min_score must be between 0 and 1"
+            )
+        if request.max_age_s < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_age_s must be >= 0")
+        dense = await self._embed(question, context, _CACHE_NEEDS)
+        lookup = AnswerLookup(
+            tenant=request.tenant or DEFAULT,
+            scope=request.scope,
+            dense=dense,
+            min_score=min_score,
+            stored_after_ms=self._oldest_allowed_ms(request.max_age_s),
+        )
+        try:
+            found = self._answers.value.find_answer(lookup)
+        except StoreError as exc:
+            log.warning("answer_cache.store_failed", error=str(exc))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the answer cache failed: {exc}")
+        ANSWER_CACHE.labels("hit" if found else "miss").inc()
+        if found is None:
+            return retrieval_pb2.LookupAnswerResponse(hit=False)
+        return retrieval_pb2.LookupAnswerResponse(
+            hit=True, score=found.score, answer=found.answer, question=found.question
+        )
+
+    async def StoreAnswer(
+        self, request: retrieval_pb2.StoreAnswerRequest, context: grpc.aio.ServicerContext
+    ) -> retrieval_pb2.StoreAnswerResponse:
+        question = request.question.strip()
+        if not question:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "question is empty")
+        if not request.answer:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "answer is empty")
+        dense = await self._embed(question, context, _CACHE_NEEDS)
+        record = AnswerRecord(
+            tenant=request.tenant or DEFAULT,
+            scope=request.scope,
+            question=question,
+            answer=request.answer,
+            dense=dense,
+            stored_at_ms=int(self._clock() * 1000),
+        )
+        try:
+            self._answers.value.put_answer(record)
+        except StoreError as exc:
+            log.warning("answer_cache.store_failed", error=str(exc))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the answer cache failed: {exc}")
+        ANSWER_CACHE.labels("stored").inc()
+        return retrieval_pb2.StoreAnswerResponse()
+
+    def _oldest_allowed_ms(self, max_age_s: int) -> int:
+        """The storage time below which an answer is too old: the caller's max age or the TTL."""
+        now_ms = int(self._clock() * 1000)
+        oldest = 0
+        if max_age_s > 0:
+            oldest = now_ms - max_age_s * 1000
+        if self._settings.answer_cache_ttl_s > 0:
+            oldest = max(oldest, now_ms - int(self._settings.answer_cache_ttl_s * 1000))
+        return oldest
+
+    async def _embed(self, text: str, context: grpc.aio.ServicerContext, needs: str) -> list[float]:
+        """The text's vector from the LRU, else from the embedding service (UNAVAILABLE if down)."""
+        cached = self._vectors.get(text)
+        if cached is not None:
+            return cached
         remaining = context.time_remaining()
         timeout = min(self._settings.query_timeout_s, remaining or self._settings.query_timeout_s)
         try:
             reply = await self._embedder().Embed(
-                embedding_pb2.EmbedRequest(texts=[query]), timeout=timeout
+                embedding_pb2.EmbedRequest(texts=[text]), timeout=timeout
             )
         except grpc.aio.AioRpcError as exc:
             log.warning("search.embedding_unavailable", code=exc.code().name)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
-                f"the embedding service did not embed the query ({exc.code().name}): "
-                "dense and hybrid search need it; SEARCH_MODE_SPARSE works without it",
+                f"the embedding service did not embed the query ({exc.code().name}): {needs}",
             )
-        return list(reply.vectors[0].values)
+        vector = list(reply.vectors[0].values)
+        self._vectors.put(text, vector)
+        return vector
+
+
+_SEARCH_NEEDS = "dense and hybrid search need it; SEARCH_MODE_SPARSE works without it"
+_CACHE_NEEDS = "the answer cache needs it to compare questions"

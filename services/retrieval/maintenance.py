@@ -6,6 +6,8 @@ search over 12k chunks of one tenant 8.8 ms, 2.0 ms after optimising). But
 `optimize()` blocks the process (it holds the GIL for seconds), so it runs
 only after enough changes and once no document arrived for a while — after a
 bulk load, not in the middle of one.
+
+Cached answers past their TTL are deleted by a periodic sweep of the answer store.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from llmops.logging import get_logger
-from retrieval.store import VectorStore
+from retrieval.store import AnswerStore, StoreError, VectorStore
 
 log = get_logger(__name__)
 
@@ -56,3 +58,42 @@ class IdleOptimizer:
             await asyncio.sleep(self._idle_s / 2)
             if self.due():
                 self.optimize()
+
+
+class AnswerExpiry:
+    """Delete cached answers older than the TTL every `every_s`, then vacuum if any went.
+
+    Lookups already ignore answers past the TTL, so this only reclaims space; the
+    answer store is small, so its optimise is short (it is a shard of its own).
+    """
+
+    def __init__(
+        self,
+        store: Callable[[], AnswerStore],
+        ttl_s: float,
+        every_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._ttl_s = ttl_s
+        self._every_s = every_s
+        self._clock = clock
+
+    def sweep(self) -> int:
+        """Delete what expired; how many answers went (0 when the TTL is off)."""
+        if self._ttl_s <= 0:
+            return 0
+        cutoff_ms = int((self._clock() - self._ttl_s) * 1000)
+        expired = self._store().expire_answers(cutoff_ms)
+        if expired:
+            self._store().optimize()
+            log.info("answer_cache.expired", answers=expired)
+        return expired
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._every_s)
+            try:
+                self.sweep()
+            except StoreError as exc:
+                log.warning("answer_cache.expiry_failed", error=str(exc))

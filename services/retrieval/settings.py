@@ -17,3 +17,12 @@ class RetrievalSettings(CommonSettings):
     optimize_after_chunks: int = Field(1000, description="changed chunks before an optimise")
     optimize_idle_s: float = Field(5.0, description="quiet seconds before an optimise")
     retrieval_metrics_port: int = 9463
+    query_vector_cache_size: int = Field(
+        1024, ge=0, description="query texts whose vectors are kept (LRU); 0 = off"
+    )
+    answer_cache_ttl_s: float = Field(
+        7 * 24 * 3600.0, ge=0, description="cached answers older than this are removed; 0 = keep"
+    )
+    answer_cache_sweep_s: float = Field(
+        600.0, gt=0, description="how often expired cached answers are deleted"
+    )

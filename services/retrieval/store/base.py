@@ -2,6 +2,9 @@
 
 Settings pick the adapter: Qdrant Edge in-process by default, a Qdrant server
 or cluster when `LLMOPS_QDRANT_URL` is set. The service depends only on this module.
+Each adapter class implements both protocols here; the service opens one instance
+for documents (`VectorStore`) and a separate one, on its own shard or collection, for
+the semantic answer cache (`AnswerStore`), so cached answers can never reach a search.
 """
 
 from __future__ import annotations
@@ -68,6 +71,72 @@ class Hit:
     version: int
     collection: str
     metadata: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRecord:
+    """One cached answer: `dense` is the embedded question, `answer` is opaque bytes.
+
+    At most one record per (tenant, scope, question): storing it again overwrites.
+    """
+
+    tenant: str
+    scope: str
+    question: str
+    answer: bytes
+    dense: Sequence[float]
+    stored_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerLookup:
+    """The nearest cached question of `tenant` in `scope` with cosine >= `min_score`.
+
+    `stored_after_ms` > 0 ignores answers stored before it (the caller's max age).
+    """
+
+    tenant: str
+    scope: str
+    dense: Sequence[float]
+    min_score: float
+    stored_after_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerHit:
+    score: float
+    question: str
+    answer: bytes
+    stored_at_ms: int
+
+
+class AnswerStore(Protocol):
+    """The semantic answer cache: dense cosine lookup, scoped by tenant and scope in the engine.
+
+    Synchronous like VectorStore. Failures raise StoreError; invalid arguments ValueError.
+    """
+
+    def put_answer(self, answer: AnswerRecord) -> None:
+        """Store or overwrite the answer of (tenant, scope, question)."""
+        ...
+
+    def find_answer(self, lookup: AnswerLookup) -> AnswerHit | None:
+        """The best match at or above `min_score`, or None."""
+        ...
+
+    def expire_answers(self, stored_before_ms: int) -> int:
+        """Delete every tenant's answers stored before `stored_before_ms`; how many went."""
+        ...
+
+    def count_answers(self) -> int:
+        """Cached answers of all tenants."""
+        ...
+
+    def optimize(self) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class VectorStore(Protocol):

@@ -51,7 +51,14 @@ from qdrant_edge import (
 )
 
 from retrieval.store import points
-from retrieval.store.base import ChunkRecord, Hit, SearchQuery
+from retrieval.store.base import (
+    AnswerHit,
+    AnswerLookup,
+    AnswerRecord,
+    ChunkRecord,
+    Hit,
+    SearchQuery,
+)
 from retrieval.store.errors import store_errors
 from retrieval.store.sparse import encode_document, encode_query
 
@@ -59,9 +66,11 @@ if TYPE_CHECKING:
     from qdrant_edge import ConditionType
 
 
-def _condition(cond: points.Match | points.Below) -> FieldCondition:
+def _condition(cond: points.Condition) -> FieldCondition:
     if isinstance(cond, points.Match):
         return FieldCondition(cond.key, match=MatchValue(cond.value))
+    if isinstance(cond, points.AtLeast):
+        return FieldCondition(cond.key, range=RangeFloat(gte=cond.bound))
     bound = RangeFloat(lte=cond.bound) if cond.inclusive else RangeFloat(lt=cond.bound)
     return FieldCondition(cond.key, range=bound)
 
@@ -90,7 +99,10 @@ def _config(dim: int) -> EdgeConfig:
 
 
 class EdgeStore:
-    """VectorStore on one Qdrant Edge shard under `path`, created on first use, loaded after."""
+    """VectorStore or AnswerStore on one Qdrant Edge shard under `path`, created on first use.
+
+    Use one instance per role: documents and cached answers each get a shard of their own.
+    """
 
     def __init__(self, path: Path, dim: int = 384) -> None:
         self._dim = dim
@@ -220,6 +232,44 @@ class EdgeStore:
     def count(self, tenant: str) -> int:
         flt = _filter(points.tenant_chunks(tenant))
         with store_errors(f"counting chunks of tenant {tenant}"):
+            return self._shard.count(CountRequest(exact=True, filter=flt))
+
+    def put_answer(self, answer: AnswerRecord) -> None:
+        points.check_answer(answer, self._dim)
+        point = Point(
+            points.answer_id(answer.tenant, answer.scope, answer.question),
+            {points.DENSE: list(answer.dense)},
+            points.answer_payload(answer),
+        )
+        with store_errors(f"storing an answer for tenant {answer.tenant}"):
+            self._shard.update(UpdateOperation.upsert_points([point]))
+
+    def find_answer(self, lookup: AnswerLookup) -> AnswerHit | None:
+        points.check_lookup(lookup, self._dim)
+        request = QueryRequest(
+            limit=1,
+            query=Query.Nearest(list(lookup.dense), using=points.DENSE),
+            filter=_filter(points.answer_filter(lookup)),
+            score_threshold=lookup.min_score,
+            with_payload=True,
+        )
+        with store_errors(f"looking up an answer for tenant {lookup.tenant}"):
+            found = self._shard.query(request)
+        # the threshold is applied by the engine; checked again so float edges never leak
+        best = [p for p in found if p.score >= lookup.min_score]
+        return points.answer_hit(best[0].score, best[0].payload or {}) if best else None
+
+    def expire_answers(self, stored_before_ms: int) -> int:
+        flt = _filter(points.expired_answers(stored_before_ms))
+        with store_errors("expiring cached answers"):
+            expired = self._shard.count(CountRequest(exact=True, filter=flt))
+            if expired:
+                self._shard.update(UpdateOperation.delete_points_by_filter(flt))
+        return expired
+
+    def count_answers(self) -> int:
+        flt = _filter(points.all_answers())
+        with store_errors("counting cached answers"):
             return self._shard.count(CountRequest(exact=True, filter=flt))
 
     def optimize(self) -> None:

@@ -6,9 +6,12 @@ from pathlib import Path
 
 from qdrant_client import QdrantClient
 
-from retrieval.store.base import VectorStore
+from retrieval.store.base import AnswerStore, VectorStore
 from retrieval.store.edge import EdgeStore
 from retrieval.store.server import QdrantServerStore
+
+ANSWERS_DIR = "qdrant_answers"
+ANSWERS_COLLECTION = "llmops_answers"
 
 
 def open_store(
@@ -18,3 +21,16 @@ def open_store(
     if qdrant_url:
         return QdrantServerStore(QdrantClient(url=qdrant_url, api_key=qdrant_api_key))
     return EdgeStore(data_dir / "qdrant")
+
+
+def open_answer_store(
+    data_dir: Path, qdrant_url: str | None, qdrant_api_key: str | None = None
+) -> AnswerStore:
+    """The answer cache's own store: collection `llmops_answers`, or a second Edge shard.
+
+    Apart from the documents' store, so no search, count or optimise of documents sees it.
+    """
+    if qdrant_url:
+        client = QdrantClient(url=qdrant_url, api_key=qdrant_api_key)
+        return QdrantServerStore(client, collection=ANSWERS_COLLECTION)
+    return EdgeStore(data_dir / ANSWERS_DIR)

@@ -1,4 +1,4 @@
-"""How documents are laid out as Qdrant points, shared by both adapters.
+"""How documents and cached answers are laid out as Qdrant points, shared by both adapters.
 
 A document is its chunk points (payload `kind="chunk"`, dense + BM25 vectors) and one
 marker point (`kind="doc"`, payload only, no vectors) whose id derives from
@@ -7,19 +7,31 @@ version is a deletion, so version checks are one point lookup, and a tombstone i
 simply a marker with `deleted=True`: having no vectors, it can never be a search hit,
 and every search and count filters on `kind="chunk"` besides.
 
+A cached answer (`kind="answer"`) is one point with a dense vector only, whose id
+derives from (tenant, scope, question); answers live in a store instance of their own
+(another Edge shard, another server collection), never beside document chunks.
+
 Filters are written once here as small neutral specs; each adapter translates them
 into its client library's classes, so both enforce the same tenant scoping.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from retrieval.store.base import ChunkRecord, Hit, SearchQuery
+from retrieval.store.base import (
+    AnswerHit,
+    AnswerLookup,
+    AnswerRecord,
+    ChunkRecord,
+    Hit,
+    SearchQuery,
+)
 
 DENSE = "dense"
 SPARSE = "bm25"
@@ -27,12 +39,14 @@ RRF_K = 60
 """The k of reciprocal rank fusion from the original paper (Qdrant's default is 2)."""
 
 TENANT_FIELD = "tenant"
-KEYWORD_FIELDS = ("doc_id", "collection", "kind", "meta_kv")
-INTEGER_FIELDS = ("version",)
+KEYWORD_FIELDS = ("doc_id", "collection", "kind", "meta_kv", "scope")
+INTEGER_FIELDS = ("version", "stored_at_ms")
 
 _CHUNK = "chunk"
 _MARKER = "doc"
 _MARKER_NAMESPACE = uuid.UUID("5b0c7f1e-3d0a-4c55-9a47-2f8e6f1d9c21")
+_ANSWER = "answer"
+_ANSWER_NAMESPACE = uuid.UUID("0e6b1f4a-8c2d-4f3b-b5a9-6d7e1c2a9f40")
 
 Payload = dict[str, Any]
 """A JSON object as Qdrant stores it (values are whatever JSON decoding gives)."""
@@ -56,10 +70,21 @@ class Below:
 
 
 @dataclass(frozen=True, slots=True)
+class AtLeast:
+    """Integer payload field `key` is >= `bound`."""
+
+    key: str
+    bound: int
+
+
+Condition = Match | Below | AtLeast
+
+
+@dataclass(frozen=True, slots=True)
 class FilterSpec:
     """All of `must`, and the point id not in `must_not_ids`."""
 
-    must: tuple[Match | Below, ...]
+    must: tuple[Condition, ...]
     must_not_ids: tuple[str, ...] = ()
 
 
@@ -231,4 +256,66 @@ def hit(point_id: str, score: float, payload: Payload) -> Hit:
         version=int(payload["version"]),
         collection=str(payload["collection"]),
         metadata={str(k): str(v) for k, v in payload["meta"].items()},
+    )
+
+
+def answer_id(tenant: str, scope: str, question: str) -> str:
+    """Deterministic point id of a cached answer: storing the same question again overwrites."""
+    return str(uuid.uuid5(_ANSWER_NAMESPACE, json.dumps([tenant, scope, question])))
+
+
+def check_answer(answer: AnswerRecord, dim: int) -> None:
+    """Refuse answers the cache could not look up again."""
+    if not answer.question:
+        raise ValueError("the question of a cached answer is empty")
+    if len(answer.dense) != dim:
+        raise ValueError(f"answer vector has {len(answer.dense)} dims, expected {dim}")
+
+
+def check_lookup(lookup: AnswerLookup, dim: int) -> None:
+    if len(lookup.dense) != dim:
+        raise ValueError(f"lookup vector has {len(lookup.dense)} dims, expected {dim}")
+    if not 0.0 <= lookup.min_score <= 1.0:
+        raise ValueError(f"min_score must be between 0 and 1, got {lookup.min_score}")
+
+
+def answer_payload(answer: AnswerRecord) -> Payload:
+    """Payload of an answer point; the answer bytes travel base64-encoded in JSON."""
+    return {
+        "kind": _ANSWER,
+        "tenant": answer.tenant,
+        "scope": answer.scope,
+        "question": answer.question,
+        "answer": base64.b64encode(answer.answer).decode("ascii"),
+        "stored_at_ms": answer.stored_at_ms,
+    }
+
+
+def answer_filter(lookup: AnswerLookup) -> FilterSpec:
+    """The tenant's answers in the lookup's scope, not older than `stored_after_ms`."""
+    must: list[Condition] = [
+        Match(TENANT_FIELD, lookup.tenant),
+        Match("kind", _ANSWER),
+        Match("scope", lookup.scope),
+    ]
+    if lookup.stored_after_ms > 0:
+        must.append(AtLeast("stored_at_ms", lookup.stored_after_ms))
+    return FilterSpec(must=tuple(must))
+
+
+def expired_answers(stored_before_ms: int) -> FilterSpec:
+    """Every tenant's answers stored before `stored_before_ms`."""
+    return FilterSpec(must=(Match("kind", _ANSWER), Below("stored_at_ms", stored_before_ms)))
+
+
+def all_answers() -> FilterSpec:
+    return FilterSpec(must=(Match("kind", _ANSWER),))
+
+
+def answer_hit(score: float, payload: Payload) -> AnswerHit:
+    return AnswerHit(
+        score=float(score),
+        question=str(payload["question"]),
+        answer=base64.b64decode(str(payload["answer"])),
+        stored_at_ms=int(payload["stored_at_ms"]),
     )

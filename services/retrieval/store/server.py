@@ -16,14 +16,23 @@ from collections.abc import Sequence
 from qdrant_client import QdrantClient, models
 
 from retrieval.store import points
-from retrieval.store.base import ChunkRecord, Hit, SearchQuery
+from retrieval.store.base import (
+    AnswerHit,
+    AnswerLookup,
+    AnswerRecord,
+    ChunkRecord,
+    Hit,
+    SearchQuery,
+)
 from retrieval.store.errors import StoreError, store_errors
 from retrieval.store.sparse import encode_document, encode_query
 
 
-def _condition(cond: points.Match | points.Below) -> models.FieldCondition:
+def _condition(cond: points.Condition) -> models.FieldCondition:
     if isinstance(cond, points.Match):
         return models.FieldCondition(key=cond.key, match=models.MatchValue(value=cond.value))
+    if isinstance(cond, points.AtLeast):
+        return models.FieldCondition(key=cond.key, range=models.Range(gte=cond.bound))
     bound = models.Range(lte=cond.bound) if cond.inclusive else models.Range(lt=cond.bound)
     return models.FieldCondition(key=cond.key, range=bound)
 
@@ -49,7 +58,9 @@ def _idf(query: SearchQuery) -> models.SearchParams:
 
 
 class QdrantServerStore:
-    """VectorStore on one collection of a Qdrant server, created with its indexes if missing.
+    """VectorStore or AnswerStore on one collection of a Qdrant server, created if missing.
+
+    Use one instance per role: documents and cached answers each get a collection.
 
     A replace is one `batch_update_points` request: upsert the new chunks, delete the
     superseded ones, move the marker. The server applies a batch's operations in order
@@ -231,6 +242,45 @@ class QdrantServerStore:
     def count(self, tenant: str) -> int:
         flt = _filter(points.tenant_chunks(tenant))
         with store_errors(f"counting chunks of tenant {tenant}"):
+            return self._client.count(self._collection, count_filter=flt, exact=True).count
+
+    def put_answer(self, answer: AnswerRecord) -> None:
+        points.check_answer(answer, self._dim)
+        vectors: dict[str, models.Vector] = {points.DENSE: list(answer.dense)}
+        point = models.PointStruct(
+            id=points.answer_id(answer.tenant, answer.scope, answer.question),
+            vector=vectors,
+            payload=points.answer_payload(answer),
+        )
+        with store_errors(f"storing an answer for tenant {answer.tenant}"):
+            self._client.upsert(self._collection, [point], wait=True)
+
+    def find_answer(self, lookup: AnswerLookup) -> AnswerHit | None:
+        points.check_lookup(lookup, self._dim)
+        with store_errors(f"looking up an answer for tenant {lookup.tenant}"):
+            found = self._client.query_points(
+                self._collection,
+                query=list(lookup.dense),
+                using=points.DENSE,
+                query_filter=_filter(points.answer_filter(lookup)),
+                score_threshold=lookup.min_score,
+                limit=1,
+                with_payload=True,
+            )
+        best = [p for p in found.points if p.score >= lookup.min_score]
+        return points.answer_hit(best[0].score, best[0].payload or {}) if best else None
+
+    def expire_answers(self, stored_before_ms: int) -> int:
+        flt = _filter(points.expired_answers(stored_before_ms))
+        with store_errors("expiring cached answers"):
+            expired = self._client.count(self._collection, count_filter=flt, exact=True).count
+            if expired:
+                self._client.delete(self._collection, models.FilterSelector(filter=flt), wait=True)
+        return expired
+
+    def count_answers(self) -> int:
+        flt = _filter(points.all_answers())
+        with store_errors("counting cached answers"):
             return self._client.count(self._collection, count_filter=flt, exact=True).count
 
     def optimize(self) -> None:
