@@ -30,6 +30,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from embedding.settings import EmbeddingSettings
+from gateway.settings import GatewaySettings
 from inference.settings import InferenceSettings
 from ingestion.settings import IngestionSettings
 from llmops.grpcutil import LIVENESS
@@ -55,8 +56,18 @@ SERVICE_SETTINGS: dict[str, type[CommonSettings]] = {
     "embedding": EmbeddingSettings,
     "retrieval": RetrievalSettings,
     "inference": InferenceSettings,
+    "gateway": GatewaySettings,
 }
 SERVICES = tuple(SERVICE_SETTINGS)
+# Services that also listen on HTTP: the setting that holds the address.
+HTTP_ADDRS = {"gateway": "gateway_http_addr"}
+# Files an image carries beside its code: (env var, setting, path in the repository).
+IMAGE_FILES = {
+    "inference": ("LLMOPS_ROUTES_FILE", "routes_file", "deploy/inference/routes.yaml"),
+    "gateway": ("LLMOPS_PROMPTS_FILE", "prompts_file", "deploy/gateway/prompts.yaml"),
+}
+# Deployments with more than one replica (or an HPA in production): each has a budget.
+SCALED_OUT = ("ingestion", "embedding", "inference", "gateway")
 INFRA = ("nats", "triton")
 PRODUCTION_ONLY = ("qdrant",)
 NATS_CONFIG = "nats-config"
@@ -74,6 +85,13 @@ def grpc_port(service: str) -> int:
 def metrics_port(service: str) -> int:
     port: int = default(SERVICE_SETTINGS[service], f"{service}_metrics_port")
     return port
+
+
+def http_ports(service: str) -> set[int]:
+    """The HTTP ports a service listens on besides gRPC and metrics (none for most)."""
+    if service not in HTTP_ADDRS:
+        return set()
+    return {port_of(default(SERVICE_SETTINGS[service], HTTP_ADDRS[service]))}
 
 
 # -- rendering -----------------------------------------------------------------
@@ -220,19 +238,18 @@ def test_overlays_render_the_platform(overlay: str) -> None:
         ("Deployment", "embedding"),
         ("StatefulSet", "retrieval"),
         ("Deployment", "inference"),
+        ("Deployment", "gateway"),
         ("Deployment", "triton"),
         *(("Service", name) for name in (*SERVICES, "triton")),
         *(("ServiceAccount", name) for name in (*SERVICES, *INFRA)),
-        *(("PodDisruptionBudget", name) for name in ("ingestion", "embedding", "inference")),
+        *(("PodDisruptionBudget", name) for name in SCALED_OUT),
     }
     if overlay == "production":
         expected |= {
             ("Namespace", "llmops"),
             ("StatefulSet", "qdrant"),
             ("Service", "qdrant"),
-            ("HorizontalPodAutoscaler", "ingestion"),
-            ("HorizontalPodAutoscaler", "embedding"),
-            ("HorizontalPodAutoscaler", "inference"),
+            *(("HorizontalPodAutoscaler", name) for name in SCALED_OUT),
             ("PodDisruptionBudget", "retrieval"),
         }
     assert expected <= kinds, f"missing: {sorted(expected - kinds)}"
@@ -313,12 +330,31 @@ def test_services_listen_where_the_address_book_says(overlay: str, service: str)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", sorted(HTTP_ADDRS))
+def test_http_apis_listen_where_the_address_book_says(overlay: str, service: str) -> None:
+    """The gateway's OpenAI-compatible API: container port, Service port and address agree."""
+    objs = rendered(overlay)
+    c = container(objs, service)
+    env = env_of(objs, c)
+    [port] = http_ports(service)
+    assert port_number(c, "http") == port
+    host, addr_port = env[f"LLMOPS_{HTTP_ADDRS[service].upper()}"].split(":")
+    assert (host, int(addr_port)) == (service, port)
+    svc = find(objs, "Service", host)
+    [http] = [p for p in svc["spec"]["ports"] if p["name"] == "http"]
+    assert http["port"] == port
+    assert port_number(c, http["targetPort"]) == port
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("service", SERVICES)
 def test_services_share_one_platform_environment(overlay: str, service: str) -> None:
     objs = rendered(overlay)
     env = env_of(objs, container(objs, service))
     for other in SERVICES:
         assert env[f"LLMOPS_{other.upper()}_ADDR"] == f"{other}:{grpc_port(other)}"
+    for other, setting in HTTP_ADDRS.items():
+        assert env[f"LLMOPS_{setting.upper()}"] == f"{other}:{http_ports(other).pop()}"
     host, port = env["LLMOPS_NATS_URL"].removeprefix("nats://").split(":")
     nats_svc = find(objs, "Service", host)
     assert int(port) in [p["port"] for p in nats_svc["spec"]["ports"]]
@@ -505,9 +541,9 @@ def test_production_retrieval_uses_the_qdrant_server() -> None:
     assert find(objs, "StatefulSet", "retrieval")["spec"]["replicas"] > 1
 
 
-def test_production_autoscales_ingestion_embedding_and_inference() -> None:
+def test_production_autoscales_ingestion_embedding_inference_and_the_gateway() -> None:
     objs = rendered("production")
-    for name in ("ingestion", "embedding", "inference"):
+    for name in SCALED_OUT:
         hpa = find(objs, "HorizontalPodAutoscaler", name)
         target = hpa["spec"]["scaleTargetRef"]
         deployment = find(objs, target["kind"], target["name"])
@@ -628,7 +664,7 @@ def test_service_images_run_their_service_as_a_non_root_user(service: str) -> No
         f"{df.workdir(service)}/services",
     ]
     exposed = {int(p) for e in stage.all("EXPOSE") for p in e.args.split()}
-    assert exposed == {grpc_port(service), metrics_port(service)}
+    assert exposed == {grpc_port(service), metrics_port(service), *http_ports(service)}
     objs = rendered("production")
     spec = pod_spec(next(w for w in workloads(objs) if w["metadata"]["name"] == service))
     assert spec is not None
@@ -707,16 +743,22 @@ def test_ingestion_image_carries_the_tokenizer_where_the_service_reads_it() -> N
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_inference_image_carries_the_routes_file_where_the_service_reads_it(overlay: str) -> None:
+@pytest.mark.parametrize("service", sorted(IMAGE_FILES))
+def test_service_images_carry_their_files_where_the_service_reads_them(
+    overlay: str, service: str
+) -> None:
+    """inference's routes file, the gateway's prompts file: in the image, at the configured path."""
     df = dockerfile()
-    env = env_of(rendered(overlay), container(rendered(overlay), "inference"))
-    routes = Path(env.get("LLMOPS_ROUTES_FILE") or default(InferenceSettings, "routes_file"))
-    wanted = str(Path(df.workdir("inference")) / routes)  # a relative path: from WORKDIR
-    copied = {
-        (tuple(sources), dest) for sources, dest, frm in df.copies("inference") if frm is None
-    }
-    assert (("deploy/inference/routes.yaml",), wanted) in copied
-    assert (ROOT / "deploy/inference/routes.yaml").is_file()
+    var, setting, source = IMAGE_FILES[service]
+    env = env_of(rendered(overlay), container(rendered(overlay), service))
+    configured = Path(env.get(var) or default(SERVICE_SETTINGS[service], setting))
+    wanted = str(Path(df.workdir(service)) / configured)  # a relative path: from WORKDIR
+    # The settings' default also finds it (the image run without the manifests).
+    default_path = str(Path(df.workdir(service)) / default(SERVICE_SETTINGS[service], setting))
+    copied = {(tuple(sources), dest) for sources, dest, frm in df.copies(service) if frm is None}
+    assert ((source,), wanted) in copied
+    assert ((source,), default_path) in copied
+    assert (ROOT / source).is_file()
 
 
 @pytest.mark.parametrize("target", sorted({*SERVICES, "triton-models"}))
@@ -829,7 +871,5 @@ def test_tiltfile_resources_forward_ports_and_are_labelled() -> None:
             local, remote = (int(p) for p in str(forward).split(":"))
             assert local == remote and port_number(c, remote) == remote
     for service in SERVICES:
-        assert (
-            f"{grpc_port(service)}:{grpc_port(service)}"
-            in resources[service].kwargs["port_forwards"]
-        )
+        for port in (grpc_port(service), *http_ports(service)):
+            assert f"{port}:{port}" in resources[service].kwargs["port_forwards"]
