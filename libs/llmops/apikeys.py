@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
@@ -33,6 +34,7 @@ DEFAULT_TENANT = "default"
 _KEY_RE = re.compile(r"^llmops-([0-9a-f]{12})-([A-Za-z0-9_-]{43})$")
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _Apply = Callable[[KeyValue.Entry], None]
+Record = TypeVar("Record", bound=BaseModel)
 
 
 class Limits(BaseModel):
@@ -186,7 +188,10 @@ class KeyDirectory:
         """Load both buckets, then follow their changes in the background."""
         keys = await js.key_value(API_KEYS_BUCKET)
         tenants = await js.key_value(TENANTS_BUCKET)
-        for kv, apply in ((keys, self._apply_key), (tenants, self._apply_tenant)):
+        for kv, apply in (
+            (keys, _applier(self._keys, KeyRecord)),
+            (tenants, _applier(self._tenants, TenantRecord)),
+        ):
             watcher = await kv.watchall()
             # The watcher first replays every current value, then None, then live changes.
             async for entry in watcher:
@@ -199,24 +204,6 @@ class KeyDirectory:
         async for entry in watcher:
             if entry is not None:
                 apply(entry)
-
-    def _apply_key(self, entry: KeyValue.Entry) -> None:
-        if entry.operation in ("DEL", "PURGE") or not entry.value:
-            self._keys.pop(entry.key, None)
-            return
-        try:
-            self._keys[entry.key] = KeyRecord.model_validate_json(entry.value)
-        except ValueError as exc:
-            log.error("apikeys.bad_record", key_id=entry.key, error=str(exc))
-
-    def _apply_tenant(self, entry: KeyValue.Entry) -> None:
-        if entry.operation in ("DEL", "PURGE") or not entry.value:
-            self._tenants.pop(entry.key, None)
-            return
-        try:
-            self._tenants[entry.key] = TenantRecord.model_validate_json(entry.value)
-        except ValueError as exc:
-            log.error("apikeys.bad_tenant", tenant=entry.key, error=str(exc))
 
     def authenticate(self, key: str) -> KeyRecord | None:
         """The record of a valid, unrevoked key; None for anything else."""
@@ -237,3 +224,18 @@ class KeyDirectory:
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
+
+
+def _applier(table: dict[str, Record], model: type[Record]) -> _Apply:
+    """Apply a KV change (put, delete, purge) to the in-memory copy of a bucket."""
+
+    def apply(entry: KeyValue.Entry) -> None:
+        if entry.operation in ("DEL", "PURGE") or not entry.value:
+            table.pop(entry.key, None)
+            return
+        try:
+            table[entry.key] = model.model_validate_json(entry.value)
+        except ValueError as exc:
+            log.error("apikeys.bad_record", kind=model.__name__, key=entry.key, error=str(exc))
+
+    return apply

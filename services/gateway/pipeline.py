@@ -73,6 +73,20 @@ class Upstreams:
     embedding: Callable[[], embedding_pb2_grpc.EmbeddingStub]
 
 
+@dataclass(frozen=True)
+class _Budget:
+    """What every upstream call of a request carries: the time left and the trace headers."""
+
+    deadline: float  # time.monotonic()
+    metadata: tuple[tuple[str, str], ...]
+
+    def left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed")
+        return left
+
+
 @dataclass
 class _Outcome:
     """What the event records, filled in as the request goes."""
@@ -103,14 +117,14 @@ class ChatPipeline:
     async def run(self, call: Call) -> AsyncIterator[gateway_pb2.ChatResponse]:
         timer = RequestTimer()
         arrived = time.time()
-        deadline = time.monotonic() + call.timeout_s
         request_span, headers = tracing.start_request_span("gateway.chat", call.trace_headers)
+        budget = _Budget(time.monotonic() + call.timeout_s, tuple(headers.items()))
         outcome = _Outcome()
         outcome.final.trace_id = tracing.trace_id_of_span(request_span)
         outcome.final.request_id = call.request_id
         status, error = "CANCELLED", "the caller went away"
         try:
-            async for response in self._answer(call, timer, deadline, headers, outcome):
+            async for response in self._answer(call, timer, budget, outcome):
                 yield response
             status, error = "OK", ""
         except GatewayError as exc:
@@ -131,8 +145,7 @@ class ChatPipeline:
         self,
         call: Call,
         timer: RequestTimer,
-        deadline: float,
-        headers: dict[str, str],
+        budget: _Budget,
         outcome: _Outcome,
     ) -> AsyncIterator[gateway_pb2.ChatResponse]:
         request = call.request
@@ -153,8 +166,7 @@ class ChatPipeline:
         cached = await self._cached(
             call,
             timer,
-            deadline,
-            headers,
+            budget,
             question,
             exact_key if use_exact else None,
             scope if use_semantic else None,
@@ -173,7 +185,7 @@ class ChatPipeline:
         else:
             final.cache = gateway_pb2.CACHE_STATUS_BYPASS
 
-        hits = await self._retrieve(call, timer, deadline, headers, question)
+        hits = await self._retrieve(call, timer, budget, question)
         passages = [
             Passage(number=i + 1, text=hit.text, source=hit.source) for i, hit in enumerate(hits)
         ]
@@ -189,7 +201,7 @@ class ChatPipeline:
             params=request.params,
         )
         done: inference_pb2.Final | None = None
-        async for piece in self._generate(generate, timer, deadline, headers):
+        async for piece in self._generate(generate, timer, budget):
             if isinstance(piece, inference_pb2.Final):
                 done = piece
                 break
@@ -222,8 +234,7 @@ class ChatPipeline:
         self,
         call: Call,
         timer: RequestTimer,
-        deadline: float,
-        headers: dict[str, str],
+        budget: _Budget,
         question: str,
         exact_key: str | None,
         scope: str | None,
@@ -248,7 +259,7 @@ class ChatPipeline:
             with timer.step("cache.semantic", upstream=True):
                 try:
                     found = await self._upstreams.retrieval().LookupAnswer(
-                        lookup, timeout=_left(deadline), metadata=tuple(headers.items())
+                        lookup, timeout=budget.left(), metadata=budget.metadata
                     )
                 except grpc.aio.AioRpcError as exc:
                     log.warning("cache.semantic_unavailable", error=str(exc.details()))
@@ -264,8 +275,7 @@ class ChatPipeline:
         self,
         call: Call,
         timer: RequestTimer,
-        deadline: float,
-        headers: dict[str, str],
+        budget: _Budget,
         question: str,
     ) -> list[retrieval_pb2.SearchHit]:
         options = call.request.retrieval
@@ -282,7 +292,7 @@ class ChatPipeline:
         with timer.step("retrieval", upstream=True):
             try:
                 found = await self._upstreams.retrieval().Search(
-                    search, timeout=_left(deadline), metadata=tuple(headers.items())
+                    search, timeout=budget.left(), metadata=budget.metadata
                 )
             except grpc.aio.AioRpcError as exc:
                 raise from_rpc_error("retrieval", exc) from None
@@ -292,12 +302,11 @@ class ChatPipeline:
         self,
         generate: inference_pb2.GenerateRequest,
         timer: RequestTimer,
-        deadline: float,
-        headers: dict[str, str],
+        budget: _Budget,
     ) -> AsyncIterator[inference_pb2.Delta | inference_pb2.Final]:
         """The inference stream's deltas, then its Final; time spent waiting counts upstream."""
         stream = self._upstreams.inference().Generate(
-            generate, timeout=_left(deadline), metadata=tuple(headers.items())
+            generate, timeout=budget.left(), metadata=budget.metadata
         )
         try:
             while True:
@@ -467,13 +476,6 @@ def _replayed(stored: gateway_pb2.ChatFinal) -> gateway_pb2.ChatFinal:
         citations=stored.citations,
         model_used=stored.model_used,
     )
-
-
-def _left(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed")
-    return left
 
 
 def _timestamp(seconds: float) -> Timestamp:
