@@ -5,13 +5,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 MODEL_DIR := models/all-MiniLM-L6-v2
-# Every Triton python model runs in its own venv (numpy<2), in its folder: python_env/.
+# The tiny random-weight causal LM that Triton's causal_lm serves by default (LLMOPS_LLM_PATH).
+TINY_LLM_DIR := models/tiny-llm
+# Every Triton python model runs in its own venv (numpy<2), in its folder: python_env/,
+# with the requirements of its requirements.txt (none: numpy==1.26.4 only).
 TRITON_MODEL_ENVS := $(patsubst %/config.pbtxt,%/python_env/.installed,$(wildcard deploy/triton/models/*/config.pbtxt))
+# The Node.js example client of the gateway (tests/e2e/test_node_client.py), from its lock file.
+NODE_CLIENT := tests/node_client
 
 .PHONY: setup up down test lint proto bench clean
 
-## setup: venv, dependencies (torch CPU first), generated code, model files, Triton and its models' venvs
-setup: $(STAMP) proto $(MODEL_DIR)/llmops_model.json .cache/triton/.installed $(TRITON_MODEL_ENVS)
+## setup: venv, dependencies (torch CPU first), generated code, model files, Triton and its models' venvs, the Node client's packages
+setup: $(STAMP) proto $(MODEL_DIR)/llmops_model.json $(TINY_LLM_DIR)/tiny_llm.json .cache/triton/.installed $(TRITON_MODEL_ENVS) $(NODE_CLIENT)/node_modules/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,12 +34,23 @@ proto: $(STAMP)
 $(MODEL_DIR)/llmops_model.json: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m embedding.export_model --out $(MODEL_DIR)
 
+$(TINY_LLM_DIR)/tiny_llm.json: $(STAMP) services/inference/build_tiny_llm.py
+	HF_HUB_OFFLINE=1 $(BIN)/python -m inference.build_tiny_llm --out $(TINY_LLM_DIR) --force
+
 .cache/triton/.installed: $(STAMP)
 	$(BIN)/python -c 'from pathlib import Path; from llmops.triton import install_runtime; install_runtime(Path(".cache/triton"))'
 
 # install_model_env rebuilds only if the requirements changed; touch keeps make from asking again.
-deploy/triton/models/%/python_env/.installed: $(STAMP) libs/llmops/triton/model_env.py
+.SECONDEXPANSION:
+deploy/triton/models/%/python_env/.installed: $(STAMP) libs/llmops/triton/model_env.py $$(wildcard deploy/triton/models/%/requirements.txt)
 	$(BIN)/python -c 'from pathlib import Path; from llmops.triton import install_model_env; install_model_env(Path("$(@D)"))'
+	touch $@
+
+# npm ci installs exactly the lock file (and fails if package.json disagrees with it); it reruns
+# only when either changes, so setup stays offline once done. No install scripts are needed.
+$(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package-lock.json $(NODE_CLIENT)/package.json
+	@command -v npm >/dev/null || { echo "make setup: npm (Node.js >= 18) is needed for $(NODE_CLIENT)" >&2; exit 1; }
+	cd $(NODE_CLIENT) && npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
 
 ## up: set up, then run the whole platform in the foreground (Ctrl-C stops it)
@@ -56,6 +72,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/chat.py
 
 clean:
-	rm -rf $(VENV) .cache models deploy/triton/models/*/python_env .llmops .pytest_cache .mypy_cache .ruff_cache libs/llmops/v1
+	rm -rf $(VENV) .cache models deploy/triton/models/*/python_env .llmops .pytest_cache .mypy_cache .ruff_cache libs/llmops/v1 $(NODE_CLIENT)/node_modules

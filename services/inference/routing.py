@@ -9,6 +9,9 @@ aliases:
       model: gpt-4o-mini
       base_url: https://api.openai.com/v1
       api_key_env: OPENAI_API_KEY   # the NAME of the variable holding the key
+      retries: 1                    # tries again (after backoff_s, doubled each time) first
+      circuit: {failures: 5, cooldown_s: 30}
+      tokenizer: all-MiniLM-L6-v2/tokenizer.json  # counts tokens if the upstream does not
 ```
 
 Validated with pydantic when the service starts; a bad file stops start-up
@@ -24,6 +27,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inference.errors import RoutesFileError
+
+
+class Circuit(BaseModel):
+    """A target's circuit breaker: open after `failures` failures in a row, for `cooldown_s`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failures: int = Field(5, ge=1, description="consecutive failed attempts that open it")
+    cooldown_s: float = Field(
+        30.0, gt=0, description="how long it stays open before one probe request is let through"
+    )
 
 
 class Target(BaseModel):
@@ -50,6 +64,19 @@ class Target(BaseModel):
         description="openai: the NAME of the environment variable holding the API key "
         "(never the key itself); unset: no Authorization header",
     )
+    retries: int = Field(
+        0, ge=0, le=10, description="more attempts after a failure before the next target"
+    )
+    backoff_s: float = Field(
+        0.2, ge=0, description="the wait before the first retry; doubled before each next one"
+    )
+    circuit: Circuit = Field(default_factory=Circuit)
+    tokenizer: str | None = Field(
+        None,
+        min_length=1,
+        description="a tokenizer.json (the `tokenizers` format), or a folder holding one, "
+        "that counts usage when the target reports none (relative: under LLMOPS_MODELS_DIR)",
+    )
 
     @model_validator(mode="after")
     def _check_fields(self) -> Target:
@@ -68,6 +95,11 @@ class Target(BaseModel):
     def name(self) -> str:
         """How the target is named in replies and errors: `<provider>/<model>`."""
         return f"{self.provider}/{self.model}"
+
+    @property
+    def key(self) -> str:
+        """Which upstream it is (its circuit breaker's key): the name and where it is."""
+        return f"{self.name}@{self.address or self.base_url or ''}"
 
 
 class Routes(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -11,15 +12,20 @@ from pathlib import Path
 import grpc
 import pytest
 
+from inference.usage import TokenCounter
 from llmops.grpcutil import channel
 from llmops.v1 import inference_pb2, inference_pb2_grpc
 from tests.e2e.test_observability import sample, scrape
 from tests.inference.openai_mock import serve
-from tests.support import Platform, free_port, run_platform
+from tests.support import ROOT, Platform, free_port, run_platform
+from tests.triton.test_causal_lm import reference
 from tests.triton.test_extractive_answerer import E417, PASSAGES  # the same sample passages
 
 ANSWERER = "triton/extractive_answerer"
+CAUSAL_LM = "triton/causal_lm"
 TIMEOUT = 30.0
+MINILM = ROOT / "models" / "all-MiniLM-L6-v2"
+TINY_LLM = ROOT / "models" / "tiny-llm"  # LLMOPS_LLM_PATH's default: built by make setup
 
 
 @pytest.fixture
@@ -59,6 +65,60 @@ async def test_generate_streams_the_answer_in_order_then_its_citations(
     assert final.model_used == ANSWERER
     assert final.output_pieces == len(pieces)
     assert final.time_to_first_token_ms > 0
+    # Counted by the embedding model's tokenizer (the target's `tokenizer:`), not in words.
+    counter = TokenCounter.load(MINILM)
+    assert final.usage.input_tokens == counter.count(["What does error E-417 mean?", *PASSAGES])
+    assert final.usage.output_tokens == counter.count([E417])
+    assert final.usage.output_tokens != len(E417.split())
+    assert list(final.failed_targets) == []
+
+
+async def test_the_llm_alias_streams_the_causal_lm_tokens_with_its_tokenizer_counts(
+    inference: inference_pb2_grpc.InferenceStub,
+) -> None:
+    messages = [
+        {"role": "system", "content": "Answer from the passages. [1] E-417 means low flow."},
+        {"role": "user", "content": "What does error E-417 mean?"},
+    ]
+    prompt_ids, new_ids, text = reference(TINY_LLM, messages, max_tokens=20)
+    pieces, final = await generate(
+        inference,
+        model="llm",
+        prompt="What does error E-417 mean?",
+        messages=[inference_pb2.ChatMessage(**m) for m in messages],
+        params=inference_pb2.GenerationParams(max_tokens=20, temperature=0.0),
+        request_id="req-llm",
+    )
+    assert "".join(pieces) == text
+    assert 1 < len(pieces) <= len(new_ids)
+    assert final.model_used == CAUSAL_LM
+    assert final.output_pieces == len(pieces)
+    assert final.usage.input_tokens == len(prompt_ids)
+    assert final.usage.output_tokens == len(new_ids)
+    # Streamed or read whole, a caller gets the same counts.
+    again = [
+        r
+        async for r in inference.Generate(
+            inference_pb2.GenerateRequest(
+                model="llm",
+                messages=[inference_pb2.ChatMessage(**m) for m in messages],
+                params=inference_pb2.GenerationParams(max_tokens=20),
+            ),
+            timeout=TIMEOUT,
+        )
+    ]
+    assert again[-1].final.usage == final.usage
+
+
+async def test_list_models_names_the_shipped_aliases(
+    inference: inference_pb2_grpc.InferenceStub,
+) -> None:
+    listed = await inference.ListModels(inference_pb2.ListModelsRequest(), timeout=TIMEOUT)
+    assert listed.default == "answerer"
+    assert [(a.name, list(a.targets)) for a in listed.aliases] == [
+        ("answerer", [ANSWERER]),
+        ("llm", [CAUSAL_LM]),
+    ]
 
 
 async def test_the_default_alias_and_max_sentences(
@@ -108,11 +168,41 @@ async def test_a_client_that_cancels_mid_stream_leaves_the_service_answering(
     assert "".join(pieces) == E417
 
 
+def thread_states(pid: int) -> list[str]:
+    """The state letter of each thread of `pid` (Linux /proc)."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+    return states
+
+
+async def stopped(pid: int, timeout_s: float = 5.0) -> None:
+    """Wait until every thread of `pid` is stopped (a SIGSTOP takes effect per thread)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        states = thread_states(pid)
+        if states and all(state in "Tt" for state in states):
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"process {pid} did not stop")
+
+
 ROUTES = """\
 default: answerer
 aliases:
   answerer:
     - {provider: triton, model: not_deployed, timeout_s: 5}
+    - {provider: triton, model: extractive_answerer, timeout_s: 5}
+  llm:
+    - provider: triton
+      model: causal_lm
+      timeout_s: 5
+      retries: 2
+      backoff_s: 0.2
+      circuit: {failures: 3, cooldown_s: 2}
+  llm_or_answerer:
+    - {provider: triton, model: causal_lm, timeout_s: 5, circuit: {failures: 3, cooldown_s: 2}}
     - {provider: triton, model: extractive_answerer, timeout_s: 5}
 """
 
@@ -122,7 +212,8 @@ async def test_falls_back_past_a_failing_target_and_is_unavailable_when_triton_h
 ) -> None:
     routes = tmp_path / "routes.yaml"
     routes.write_text(ROUTES)
-    extra = {"LLMOPS_ROUTES_FILE": str(routes)}
+    # No LLM: causal_lm loads but refuses every request; Triton serves the answerer.
+    extra = {"LLMOPS_ROUTES_FILE": str(routes), "LLMOPS_LLM_PATH": ""}
     with run_platform(tmp_path / "data", triton=True, extra_env=extra) as platform:
         async with channel(platform.addr("inference")) as ch:
             stub = inference_pb2_grpc.InferenceStub(ch)
@@ -130,9 +221,45 @@ async def test_falls_back_past_a_failing_target_and_is_unavailable_when_triton_h
             pieces, final = await generate(stub, prompt="What does E-417 mean?", context=PASSAGES)
             assert "".join(pieces) == E417
             assert final.model_used == ANSWERER
+            [failed] = final.failed_targets
+            assert failed.startswith(
+                "triton/not_deployed: model 'not_deployed' is not loaded in Triton"
+            ), failed
+
+            # An alias whose only model has nothing to serve: retried with backoff, then
+            # UNAVAILABLE saying why.
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await generate(stub, model="llm", prompt="What does E-417 mean?")
+            assert asyncio.get_running_loop().time() - started >= 0.2 + 0.4
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            details = raised.value.details() or ""
+            assert "no target of model alias 'llm' answered: triton/causal_lm: " in details
+            assert "causal_lm serves no model: LLMOPS_LLM_PATH is not set" in details, details
+            assert "(after 3 attempts)" in details, details
+
+            # Three failures in a row opened its circuit: skipped at once, the answerer answers.
+            pieces, final = await generate(
+                stub, model="llm_or_answerer", prompt="What does E-417 mean?", context=PASSAGES
+            )
+            assert final.model_used == ANSWERER
+            [failed] = final.failed_targets
+            assert failed.startswith(
+                "triton/causal_lm: circuit open after 3 consecutive failures"
+            ), failed
+            await asyncio.sleep(2)  # the cool-down: one probe goes to causal_lm, and fails
+            _, final = await generate(
+                stub, model="llm_or_answerer", prompt="What does E-417 mean?", context=PASSAGES
+            )
+            assert "LLMOPS_LLM_PATH is not set" in final.failed_targets[0]
+            _, final = await generate(
+                stub, model="llm_or_answerer", prompt="What does E-417 mean?", context=PASSAGES
+            )
+            assert "circuit open" in final.failed_targets[0]
 
             triton = platform.pid("triton")
             os.kill(triton, signal.SIGSTOP)  # accepts connections, never answers
+            await stopped(triton)
             try:
                 with pytest.raises(grpc.aio.AioRpcError) as raised:
                     await asyncio.wait_for(

@@ -2,7 +2,10 @@
 
 HTTP/1.1 over asyncio streams, chunked transfer encoding, `data: {json}\\n\\n`
 per piece and `data: [DONE]\\n\\n` at the end, as the OpenAI API, vLLM and TGI
-send them. `mode` picks the behaviour of the next requests.
+send them; with `usage` set, a request that asks for it (`stream_options:
+{include_usage: true}`) gets a last chunk with empty `choices` and that usage
+before [DONE], as OpenAI sends it. `mode` picks the behaviour of the next
+requests; `fail_first` answers that many requests with HTTP 500 first.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class OpenAIMock:
     # "stall_after_first": one piece, then nothing; "endless": pieces until the client leaves.
     mode: str = "ok"
     gap_s: float = 0.0
+    usage: dict[str, int] | None = None  # {"prompt_tokens": n, "completion_tokens": m}
+    fail_first: int = 0
     requests: list[Received] = field(default_factory=list)
     client_left: asyncio.Event = field(default_factory=asyncio.Event)
     handlers: set[asyncio.Task[None]] = field(default_factory=set)
@@ -52,8 +57,9 @@ class OpenAIMock:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.requests.append(Received(request_line.split()[1], headers, json.loads(body)))
-            await self._respond(writer)
+            received = Received(request_line.split()[1], headers, json.loads(body))
+            self.requests.append(received)
+            await self._respond(writer, received)
         except (ConnectionError, asyncio.IncompleteReadError):
             self.client_left.set()
         finally:
@@ -62,8 +68,8 @@ class OpenAIMock:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    async def _respond(self, writer: asyncio.StreamWriter) -> None:
-        if self.mode == "error":
+    async def _respond(self, writer: asyncio.StreamWriter, received: Received) -> None:
+        if self.mode == "error" or len(self.requests) <= self.fail_first:
             error = json.dumps(
                 {"error": {"message": "the model is overloaded", "type": "server_error"}}
             ).encode()
@@ -92,6 +98,10 @@ class OpenAIMock:
                 await asyncio.sleep(3600)
             await asyncio.sleep(self.gap_s)
         await self._event(writer, _chunk({}, finish_reason="stop"))
+        options = received.body.get("stream_options") or {}
+        if self.usage is not None and options.get("include_usage"):
+            usage = {**self.usage, "total_tokens": sum(self.usage.values())}
+            await self._event(writer, _chunk(None, usage=usage))
         await self._event(writer, "[DONE]")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
@@ -103,16 +113,25 @@ class OpenAIMock:
         await writer.drain()
 
 
-def _chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
-    return json.dumps(
-        {
-            "id": "chatcmpl-1",
-            "object": "chat.completion.chunk",
-            "created": 1700000000,
-            "model": "mock",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        }
+def _chunk(
+    delta: dict[str, Any] | None,
+    finish_reason: str | None = None,
+    usage: dict[str, int] | None = None,
+) -> str:
+    """A chat.completion.chunk; no delta: the usage-only chunk (empty choices)."""
+    choices = (
+        [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
     )
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "mock",
+        "choices": choices,
+    }
+    if usage is not None:
+        chunk["usage"] = usage
+    return json.dumps(chunk)
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from inference.errors import TargetError
-from inference.providers import Done, Event, Text
+from inference.providers import Done, Event, Text, Usage
 from inference.providers.openai import OpenAIProvider, delta_text, sse_data
 from inference.routing import Target
 from llmops.v1 import inference_pb2
@@ -162,3 +162,52 @@ async def test_sse_parsing_follows_the_format() -> None:
 def test_openai_target_fields_are_validated(fields: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Target.model_validate(fields)
+
+
+CHAT = inference_pb2.GenerateRequest(
+    prompt="What does E-417 mean?",
+    context=["ignored: the messages carry the passages"],
+    messages=[
+        inference_pb2.ChatMessage(role="system", content="You are terse."),
+        inference_pb2.ChatMessage(role="user", content="[1] E-417: low flow.\nE-417?"),
+        inference_pb2.ChatMessage(role="assistant", content="Low flow [1]."),
+        inference_pb2.ChatMessage(role="user", content="And the fix?"),
+    ],
+    params=inference_pb2.GenerationParams(
+        max_tokens=64, temperature=0.0, top_p=0.5, stop=["\n\n", "END"], seed=42
+    ),
+)
+
+
+async def test_sends_the_messages_and_params_and_reads_the_reported_usage(
+    provider: OpenAIProvider,
+) -> None:
+    usage = {"prompt_tokens": 31, "completion_tokens": 7}
+    async with serve(PIECES, usage=usage) as mock:
+        events = [e async for e in provider.generate(target(mock.base_url), CHAT)]
+    assert events[-1] == Done((), Usage(31, 7))
+    [received] = mock.requests
+    body = received.body
+    assert body["messages"] == [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "[1] E-417: low flow.\nE-417?"},
+        {"role": "assistant", "content": "Low flow [1]."},
+        {"role": "user", "content": "And the fix?"},
+    ]
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["max_tokens"] == 64
+    assert body["temperature"] == 0.0  # set to 0 is sent (greedy), unset is left out
+    assert body["top_p"] == 0.5
+    assert body["stop"] == ["\n\n", "END"]
+    assert body["seed"] == 42
+
+
+async def test_unset_params_are_left_to_the_upstream_and_no_usage_is_none(
+    provider: OpenAIProvider,
+) -> None:
+    async with serve(PIECES) as mock:  # an upstream that ignores include_usage
+        events = await collect(provider, target(mock.base_url))
+    assert events[-1] == Done((), None)
+    body = mock.requests[0].body
+    assert not {"max_tokens", "temperature", "top_p", "stop", "seed"} & body.keys()

@@ -10,6 +10,11 @@ The platform's own venv cannot serve: with numpy 2 the stub returns empty
 output tensors without any error, so the models' venv pins numpy 1.x and holds
 nothing else the models do not need.
 
+Each model folder may declare its own requirements in a `requirements.txt`
+beside its `config.pbtxt` (one pip requirement a line, `#` comments); without
+one the venv gets `numpy==1.26.4` only. The venv is built in the folder's
+`python_env/`.
+
 A venv is not relocatable (its `bin/activate` names its absolute path), so it
 is built where it is used; a marker written last makes the build idempotent
 and a change of requirements rebuilds it.
@@ -26,17 +31,34 @@ from pathlib import Path
 from llmops.triton.runtime import STUB_PYTHON
 
 MODEL_ENV_REQUIREMENTS = ("numpy==1.26.4",)
+REQUIREMENTS_FILE = "requirements.txt"
 _MARKER = ".installed"
 
 
-def install_model_env(dest: Path, requirements: Sequence[str] = MODEL_ENV_REQUIREMENTS) -> Path:
+def model_requirements(model_dir: Path) -> tuple[str, ...]:
+    """The requirements a model folder declares in requirements.txt, else the default."""
+    path = model_dir / REQUIREMENTS_FILE
+    if not path.exists():
+        return MODEL_ENV_REQUIREMENTS
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    requirements = tuple(line for line in lines if line)
+    if not requirements:
+        raise ValueError(f"{path} lists no requirements")
+    return requirements
+
+
+def install_model_env(dest: Path, requirements: Sequence[str] | None = None) -> Path:
     """Build a venv with `requirements` at `dest` unless one with exactly these is there.
 
+    `requirements` unset: those of the model folder that holds `dest`
+    (`<model>/python_env` → `<model>/requirements.txt`, else numpy==1.26.4).
     Returns the resolved path: the python backend resolves EXECUTION_ENV_PATH
     with realpath before it sources `bin/activate`, so the venv is built at
     the canonical path.
     """
     dest = dest.resolve()
+    if requirements is None:
+        requirements = model_requirements(dest.parent)
     marker_text = f"python=={STUB_PYTHON} {' '.join(requirements)}\n"
     marker = dest / _MARKER
     if marker.exists() and marker.read_text() == marker_text:

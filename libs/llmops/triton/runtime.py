@@ -33,6 +33,10 @@ STUB_PYTHON = "3.11"
 # a supervisor should allow this much (plus a few seconds) before it sends SIGKILL.
 EXIT_TIMEOUT_S = 10
 
+# The causal_lm model serves the Hugging Face model directory named by this variable.
+LLM_PATH_ENV = "LLMOPS_LLM_PATH"
+DEFAULT_LLM = "tiny-llm"  # under the models dir: built by `python -m inference.build_tiny_llm`
+
 _SERVER = "pytriton/tritonserver"
 _LIBS = "nvidia_pytriton.libs"
 _STUB = "triton_python_backend_stub"
@@ -64,7 +68,10 @@ class TritonRuntime:
 
         Explicit model control with `--load-model=*` loads every model in the
         repository at start-up (an empty repository starts fine) and still
-        accepts load/unload requests later. The GPU flags keep a CPU-only
+        accepts load/unload requests later. A model that fails to load stops
+        the server ("failed to load all models"), so a model must load even
+        when it has nothing to serve (causal_lm without LLMOPS_LLM_PATH loads
+        and refuses requests, saying why). The GPU flags keep a CPU-only
         machine's log quiet and its start-up fast.
         """
         return [
@@ -87,11 +94,16 @@ class TritonRuntime:
         ]
 
     def env(self) -> dict[str, str]:
-        """The environment for tritonserver: os.environ plus library paths.
+        """The environment for tritonserver: os.environ plus library paths and LLMOPS_LLM_PATH.
 
         The python backend stub links `libpython3.11.so.1.0`; this interpreter's
         copy is added so the stub also runs where Python is not a system package
         (pyenv, uv), and uses the same build as the venv the models run in.
+
+        LLMOPS_LLM_PATH (the model directory the `causal_lm` model serves), when
+        not in the environment, defaults to the tiny test model `make setup`
+        builds, `<LLMOPS_MODELS_DIR or models>/tiny-llm`, as an absolute path,
+        if it is there; set empty, causal_lm serves no model.
         """
         paths = [str(self.lib_dir)]
         libdir = sysconfig.get_config_var("LIBDIR")
@@ -100,7 +112,18 @@ class TritonRuntime:
         inherited = os.environ.get("LD_LIBRARY_PATH")
         if inherited:
             paths.append(inherited)
-        return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(paths)}
+        env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(paths)}
+        if LLM_PATH_ENV not in env:
+            default = default_llm_path()
+            if default is not None:
+                env[LLM_PATH_ENV] = str(default)
+        return env
+
+
+def default_llm_path() -> Path | None:
+    """`<LLMOPS_MODELS_DIR or ./models>/tiny-llm`, resolved, if it is a model directory."""
+    path = (Path(os.environ.get("LLMOPS_MODELS_DIR") or "models") / DEFAULT_LLM).resolve()
+    return path if (path / "config.json").exists() else None
 
 
 def install_runtime(dest: Path, wheel: Path | None = None) -> TritonRuntime:

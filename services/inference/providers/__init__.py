@@ -18,10 +18,23 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """Tokens as the answering model's own tokenizer counts them (or the upstream reports)."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
 class Done:
-    """The end of the answer: the indices of the context passages it cites."""
+    """The end of the answer: the indices of the context passages it cites, and its usage.
+
+    `usage` is None when the target did not report it; the router then counts
+    with the target's `tokenizer`, if it has one.
+    """
 
     citations: tuple[int, ...]
+    usage: Usage | None = None
 
 
 Event = Text | Done

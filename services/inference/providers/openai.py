@@ -1,10 +1,17 @@
 """Stream from an OpenAI-compatible chat-completions API (hosted APIs, vLLM, TGI).
 
-`POST {base_url}/chat/completions` with `stream: true`: a system message that
-tells the model to answer only from the numbered context passages and to cite
-them as [n], then the user message with the passages and the question. The
-answer comes back as server-sent events, one `data: {json}` line per chunk
-(the piece is `choices[0].delta.content`), ended by `data: [DONE]`.
+`POST {base_url}/chat/completions` with `stream: true` and
+`stream_options: {include_usage: true}`. The messages are the request's
+`messages` (the rendered prompt template) when it has any, else a system
+message that tells the model to answer only from the numbered context
+passages and to cite them as [n], then the user message with the passages and
+the question. `params` become `max_tokens`, `temperature`, `top_p`, `stop`
+and `seed` (each only when set). The answer comes back as server-sent events,
+one `data: {json}` line per chunk (the piece is `choices[0].delta.content`),
+ended by `data: [DONE]`; the last chunk before it carries `usage`
+(`prompt_tokens`, `completion_tokens`), which becomes the Done's usage. An
+upstream that sends none leaves it unset: the router then counts with the
+target's `tokenizer`, if any, else reports 0 and logs it.
 
 A generative upstream cites nothing structured: its citations, if any, are
 `[n]` markers inside the text, so the final Done always carries no citations.
@@ -27,15 +34,11 @@ from typing import Any
 import httpx
 
 from inference.errors import TargetError
-from inference.providers import Done, Event, Text
+from inference.prompting import conversation
+from inference.providers import Done, Event, Text, Usage
 from inference.routing import Target
 from llmops.v1 import inference_pb2
 
-SYSTEM_PROMPT = (
-    "Answer the question using only the numbered context passages. Cite every passage "
-    "you use by its number in square brackets, like [1]. If the passages do not contain "
-    "the answer, say that you do not know."
-)
 _DONE = "[DONE]"
 _MAX_ERROR_CHARS = 500
 
@@ -88,6 +91,7 @@ class OpenAIProvider:
                     f"{url}: HTTP {response.status_code}: {await _error_text(response, target)}"
                 )
             events = sse_data(response.aiter_lines())
+            usage: Usage | None = None
             while True:
                 try:
                     data = await asyncio.wait_for(anext(events), max(deadline - loop.time(), 0.0))
@@ -98,9 +102,10 @@ class OpenAIProvider:
                 except httpx.HTTPError as exc:
                     raise TargetError(f"{url}: {type(exc).__name__}: {exc}") from None
                 if data == _DONE:
-                    yield Done(())
+                    yield Done((), usage)
                     return
-                text = delta_text(data)
+                text, reported = parse_chunk(data)
+                usage = reported or usage
                 if text:
                     yield Text(text)
                     deadline = loop.time() + target.timeout_s
@@ -114,20 +119,25 @@ class OpenAIProvider:
 
 
 def chat_request(model: str, request: inference_pb2.GenerateRequest) -> dict[str, Any]:
-    """The chat-completions body: the system rule, then the numbered passages and question."""
-    system = SYSTEM_PROMPT
-    if request.max_sentences > 0:
-        system += f" Answer in at most {request.max_sentences} sentences."
-    passages = "\n\n".join(f"[{i}] {p}" for i, p in enumerate(request.context, start=1))
-    user = f"Context passages:\n\n{passages}\n\nQuestion: {request.prompt}"
-    return {
+    """The chat-completions body: the conversation (inference.prompting) and the params set."""
+    body: dict[str, Any] = {
         "model": model,
         "stream": True,
-        "messages": [
-            {"role": "system", "content": system},
-            {"role": "user", "content": user},
-        ],
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": role, "content": content} for role, content in conversation(request)],
     }
+    params = request.params
+    if params.max_tokens > 0:
+        body["max_tokens"] = params.max_tokens
+    if params.HasField("temperature"):
+        body["temperature"] = params.temperature
+    if params.HasField("top_p"):
+        body["top_p"] = params.top_p
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if params.HasField("seed"):
+        body["seed"] = params.seed
+    return body
 
 
 async def sse_data(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
@@ -154,6 +164,11 @@ async def sse_data(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
 
 def delta_text(data: str) -> str:
     """`choices[0].delta.content` of a chunk ("" when it has none); TargetError on an error."""
+    return parse_chunk(data)[0]
+
+
+def parse_chunk(data: str) -> tuple[str, Usage | None]:
+    """A chunk's text (`choices[0].delta.content`, "" when none) and its `usage`, if any."""
     try:
         chunk = json.loads(data)
     except json.JSONDecodeError:
@@ -162,12 +177,23 @@ def delta_text(data: str) -> str:
         raise TargetError(f"the upstream sent an unexpected event: {data[:200]!r}")
     if "error" in chunk:  # vLLM and others report errors inside the stream
         raise TargetError(f"the upstream reported an error: {_message(chunk)}")
+    usage = _usage(chunk.get("usage"))
     choices = chunk.get("choices") or []  # a usage-only chunk has none
     if not choices or not isinstance(choices[0], dict):
-        return ""
+        return "", usage
     delta = choices[0].get("delta") or {}
     content = delta.get("content") if isinstance(delta, dict) else None
-    return content if isinstance(content, str) else ""
+    return (content if isinstance(content, str) else ""), usage
+
+
+def _usage(value: Any) -> Usage | None:
+    """OpenAI's `usage` object (`prompt_tokens`, `completion_tokens`); None if absent or odd."""
+    if not isinstance(value, dict):
+        return None
+    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(prompt, completion)
 
 
 async def _error_text(response: httpx.Response, target: Target) -> str:

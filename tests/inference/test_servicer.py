@@ -1,0 +1,265 @@
+"""The Generate/ListModels servicer over real gRPC, routing to real local OpenAI-wire servers.
+
+Retries with backoff, circuit breakers (real clock, short cool-downs),
+Final.failed_targets and Final.usage, on routes built here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from inference.handlers import InferenceServicer, Loadout
+from inference.providers import Provider
+from inference.providers.openai import OpenAIProvider
+from inference.routing import Routes
+from inference.usage import TokenCounter, load_counters
+from llmops.grpcutil import channel
+from llmops.service import Loaded
+from llmops.v1 import inference_pb2, inference_pb2_grpc
+from tests.inference.openai_mock import OpenAIMock, serve
+from tests.support import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+MINILM = "all-MiniLM-L6-v2/tokenizer.json"
+PIECES = ["Low ", "flow [1]."]
+MESSAGES = [
+    inference_pb2.ChatMessage(role="system", content="Answer from the passages."),
+    inference_pb2.ChatMessage(role="user", content="[1] E-417 means low flow.\nWhat is E-417?"),
+]
+
+Serve = Callable[[Routes], Awaitable[inference_pb2_grpc.InferenceStub]]
+
+
+def openai(base_url: str, model: str = "mock-chat", **fields: Any) -> dict[str, Any]:
+    return {"provider": "openai", "model": model, "base_url": base_url, "timeout_s": 5, **fields}
+
+
+def routes(**aliases: list[dict[str, Any]]) -> Routes:
+    return Routes.model_validate({"default": next(iter(aliases)), "aliases": aliases})
+
+
+@pytest.fixture
+async def serve_routes() -> AsyncIterator[Serve]:
+    """Start the real servicer on a gRPC server on 127.0.0.1 with the given routes."""
+    servers: list[grpc.aio.Server] = []
+    channels: list[grpc.aio.Channel] = []
+    providers: dict[str, Provider] = {"openai": OpenAIProvider()}
+
+    async def _serve(r: Routes) -> inference_pb2_grpc.InferenceStub:
+        loaded: Loaded[Loadout] = Loaded("routes")
+        loaded.set(Loadout(r, load_counters(r, ROOT / "models")))
+        server = grpc.aio.server()
+        inference_pb2_grpc.add_InferenceServicer_to_server(
+            InferenceServicer(loaded, providers), server
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        servers.append(server)
+        ch = channel(f"127.0.0.1:{port}")
+        channels.append(ch)
+        return inference_pb2_grpc.InferenceStub(ch)
+
+    yield _serve
+    for ch in channels:
+        await ch.close()
+    for server in servers:
+        await server.stop(None)
+    await providers["openai"].close()
+
+
+async def generate(
+    stub: inference_pb2_grpc.InferenceStub, **fields: Any
+) -> tuple[list[str], inference_pb2.Final]:
+    fields.setdefault("messages", MESSAGES)
+    fields.setdefault("prompt", "What is E-417?")
+    request = inference_pb2.GenerateRequest(**fields)
+    *deltas, final = [r async for r in stub.Generate(request, timeout=30)]
+    assert final.WhichOneof("event") == "final"
+    return [d.delta.text for d in deltas], final.final
+
+
+async def test_retries_with_exponential_backoff_before_the_next_target(
+    serve_routes: Serve,
+) -> None:
+    async with serve(PIECES, fail_first=2) as flaky, serve(["fallback"]) as spare:
+        stub = await serve_routes(
+            routes(
+                chat=[
+                    openai(flaky.base_url, retries=2, backoff_s=0.2),
+                    openai(spare.base_url, model="spare"),
+                ]
+            )
+        )
+        started = time.monotonic()
+        pieces, final = await generate(stub)
+        elapsed = time.monotonic() - started
+    assert pieces == PIECES
+    assert final.model_used == "openai/mock-chat"
+    assert list(final.failed_targets) == []
+    assert len(flaky.requests) == 3 and spare.requests == []
+    assert elapsed >= 0.2 + 0.4  # waited backoff_s, then twice that
+
+
+async def test_a_target_out_of_retries_is_listed_in_failed_targets(serve_routes: Serve) -> None:
+    async with serve(PIECES, mode="error") as down, serve(["fallback"]) as spare:
+        stub = await serve_routes(
+            routes(
+                chat=[
+                    openai(down.base_url, retries=1, backoff_s=0.05),
+                    openai(spare.base_url, model="spare"),
+                ]
+            )
+        )
+        pieces, final = await generate(stub)
+    assert pieces == ["fallback"]
+    assert final.model_used == "openai/spare"
+    [failed] = final.failed_targets
+    assert failed.startswith("openai/mock-chat: ")
+    assert "HTTP 500: the model is overloaded (after 2 attempts)" in failed
+    assert len(down.requests) == 2
+
+
+async def test_the_circuit_opens_skips_at_once_then_a_probe_closes_it(
+    serve_routes: Serve,
+) -> None:
+    async with serve(PIECES, mode="error") as primary, serve(["fallback"]) as spare:
+        stub = await serve_routes(
+            routes(
+                chat=[
+                    openai(primary.base_url, circuit={"failures": 2, "cooldown_s": 0.5}),
+                    openai(spare.base_url, model="spare"),
+                ]
+            )
+        )
+        for _ in range(2):  # two failures in a row open it
+            _, final = await generate(stub)
+            assert "HTTP 500" in final.failed_targets[0]
+        assert len(primary.requests) == 2
+        _, final = await generate(stub)  # open: skipped without a request
+        assert final.model_used == "openai/spare"
+        assert final.failed_targets[0].startswith(
+            "openai/mock-chat: circuit open after 2 consecutive failures"
+        )
+        assert len(primary.requests) == 2
+        await asyncio.sleep(0.5)
+        primary.mode = "ok"  # recovered: the half-open probe succeeds and closes it
+        pieces, final = await generate(stub)
+        assert (pieces, final.model_used, list(final.failed_targets)) == (
+            PIECES,
+            "openai/mock-chat",
+            [],
+        )
+        pieces, final = await generate(stub)
+        assert final.model_used == "openai/mock-chat"
+        assert len(primary.requests) == 4
+
+
+async def test_no_target_left_is_unavailable_naming_each_error(serve_routes: Serve) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    async with serve(PIECES, mode="error") as down:
+        stub = await serve_routes(
+            routes(chat=[openai(dead, model="dead"), openai(down.base_url, model="down")])
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await generate(stub)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    details = raised.value.details() or ""
+    assert "no target of model alias 'chat' answered" in details
+    assert "openai/dead: " in details and "ConnectError" in details
+    assert "openai/down: " in details and "HTTP 500" in details
+
+
+async def test_usage_reported_by_the_upstream_else_counted_by_the_tokenizer_else_zero(
+    serve_routes: Serve,
+) -> None:
+    counter = TokenCounter.load(ROOT / "models" / MINILM)
+    async with (
+        serve(PIECES, usage={"prompt_tokens": 40, "completion_tokens": 3}) as reports,
+        serve(PIECES) as silent,
+    ):
+        stub = await serve_routes(
+            routes(
+                reported=[openai(reports.base_url, tokenizer=MINILM)],
+                counted=[openai(silent.base_url, tokenizer=MINILM)],
+                unknown=[openai(silent.base_url)],
+            )
+        )
+        _, final = await generate(stub, model="reported")
+        assert (final.usage.input_tokens, final.usage.output_tokens) == (40, 3)
+        _, final = await generate(stub, model="counted")
+        assert final.usage.input_tokens == counter.count([m.content for m in MESSAGES])
+        assert final.usage.output_tokens == counter.count(["".join(PIECES)])
+        assert final.usage.input_tokens > 10 and final.usage.output_tokens > 2
+        _, final = await generate(stub, model="unknown")
+        assert (final.usage.input_tokens, final.usage.output_tokens) == (0, 0)
+
+
+async def test_list_models_gives_the_default_first_and_each_alias_targets(
+    serve_routes: Serve,
+) -> None:
+    base = "http://127.0.0.1:1/v1"
+    r = Routes.model_validate(
+        {
+            "default": "chat",
+            "aliases": {
+                "answerer": [{"provider": "triton", "model": "extractive_answerer"}],
+                "chat": [openai(base, model="a"), openai(base, model="b")],
+            },
+        }
+    )
+    stub = await serve_routes(r)
+    listed = await stub.ListModels(inference_pb2.ListModelsRequest(), timeout=5)
+    assert listed.default == "chat"
+    assert [(a.name, list(a.targets)) for a in listed.aliases] == [
+        ("chat", ["openai/a", "openai/b"]),
+        ("answerer", ["triton/extractive_answerer"]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"prompt": " ", "messages": []}, "prompt is empty"),
+        ({"params": inference_pb2.GenerationParams(max_tokens=-1)}, "max_tokens"),
+        ({"params": inference_pb2.GenerationParams(temperature=-0.5)}, "temperature"),
+        ({"params": inference_pb2.GenerationParams(top_p=1.5)}, "top_p"),
+    ],
+)
+async def test_invalid_requests(serve_routes: Serve, fields: dict[str, Any], message: str) -> None:
+    stub = await serve_routes(routes(chat=[openai("http://127.0.0.1:1/v1")]))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await generate(stub, **fields)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (raised.value.details() or "")
+
+
+async def test_messages_alone_are_a_valid_request(serve_routes: Serve) -> None:
+    mock: OpenAIMock
+    async with serve(PIECES) as mock:
+        stub = await serve_routes(routes(chat=[openai(mock.base_url)]))
+        pieces, _ = await generate(stub, prompt="")
+    assert pieces == PIECES
+
+
+async def test_a_client_that_cancels_closes_the_upstream_and_frees_a_probe(
+    serve_routes: Serve,
+) -> None:
+    async with serve(PIECES, mode="endless") as mock:
+        stub = await serve_routes(routes(chat=[openai(mock.base_url)]))
+        request = inference_pb2.GenerateRequest(messages=MESSAGES)
+        call = stub.Generate(request, timeout=30)
+        first = await call.read()
+        assert first.WhichOneof("event") == "delta"
+        call.cancel()
+        await asyncio.wait_for(mock.client_left.wait(), 5)
+        # No verdict on the target: it was not counted as a failure, the next call goes to it.
+        mock.mode = "ok"
+        pieces, final = await generate(stub)
+    assert pieces == PIECES and list(final.failed_targets) == []
