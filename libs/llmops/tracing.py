@@ -6,6 +6,7 @@ are exported only when `LLMOPS_OTLP_ENDPOINT` is set.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -18,9 +19,12 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 TRACEPARENT = "traceparent"
 _PROPAGATOR = TraceContextTextMapPropagator()
+_exporting = False  # whether spans leave the process (LLMOPS_OTLP_ENDPOINT)
 
 
 def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
+    global _exporting  # noqa: PLW0603 - set once at start-up
+    _exporting = bool(otlp_endpoint)
     provider = TracerProvider(resource=Resource.create({"service.name": f"llmops-{service}"}))
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -67,13 +71,32 @@ def start_request_span(
     """A span for a whole streamed request, and the headers that make calls its children.
 
     Unlike `span()` it attaches nothing to the current context, so it can stay
-    open across an async generator's yields; the caller ends it.
+    open across an async generator's yields; the caller ends it. When nothing
+    exports spans, a non-recording span with fresh ids (the caller's trace id
+    if it sent one) is all a request needs: ids for replies, events and logs.
     """
+    if not _exporting:
+        ids = trace.SpanContext(
+            trace_id=_parent_trace_id(parent) or random.getrandbits(128),
+            span_id=random.getrandbits(64),
+            is_remote=False,
+            trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+        )
+        traceparent = f"00-{ids.trace_id:032x}-{ids.span_id:016x}-01"
+        return trace.NonRecordingSpan(ids), {TRACEPARENT: traceparent}
     ctx = _PROPAGATOR.extract(dict(parent or {}))
     request_span = trace.get_tracer("llmops").start_span(name, context=ctx)
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(request_span, ctx))
     return request_span, carrier
+
+
+def _parent_trace_id(parent: Mapping[str, str] | None) -> int:
+    """The trace id of the caller's traceparent, 0 when there is none or it is malformed."""
+    try:
+        return int(trace_id_of((parent or {}).get(TRACEPARENT, "")) or "0", 16)
+    except ValueError:
+        return 0
 
 
 def trace_id_of_span(request_span: trace.Span) -> str:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from gateway.errors import GatewayError
-from gateway.pipeline import Call, ChatPipeline
+from gateway.pipeline import Call, ChatPipeline, coalesced
 from gateway.settings import GatewaySettings
 from llmops.apikeys import KeyDirectory
 from llmops.tracing import TRACEPARENT
@@ -65,7 +65,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> AsyncIterator[gateway_pb2.ChatResponse]:
         try:
             call = self._call(request, context, "grpc.chat", streamed=True)
-            async for response in self._pipeline.run(call):
+            async for response in coalesced(self._pipeline.run(call)):
                 if response.HasField("final"):
                     context.set_trailing_metadata(
                         ((OVERHEAD_HEADER, f"{response.final.overhead_ms:.3f}"),)

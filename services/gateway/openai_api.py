@@ -24,7 +24,7 @@ from google.protobuf.json_format import MessageToDict
 from gateway.embeddings import EmbeddingsFlow
 from gateway.errors import GatewayError
 from gateway.grpc_api import OVERHEAD_HEADER, bearer_key
-from gateway.pipeline import Call, ChatPipeline
+from gateway.pipeline import Call, ChatPipeline, coalesced
 from gateway.settings import GatewaySettings
 from llmops.apikeys import KeyDirectory, KeyRecord
 from llmops.tracing import TRACEPARENT
@@ -172,7 +172,7 @@ class OpenAIApi:
 
         await response.write(_event(chunk({"role": "assistant", "content": ""})))
         try:
-            async for item in _chain(first, responses):
+            async for item in coalesced(_chain(first, responses)):
                 if item.HasField("final"):
                     final = item.final
                     model = final.model_used or requested

@@ -10,6 +10,7 @@ away cancels the generator, which cancels the upstream calls with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 import uuid
@@ -30,6 +31,7 @@ from llmops import metrics, tracing
 from llmops.apikeys import KeyRecord, TenantRecord
 from llmops.logging import get_logger
 from llmops.service import Loaded
+from llmops.streams import in_batches
 from llmops.v1 import (
     embedding_pb2_grpc,
     events_pb2,
@@ -308,11 +310,15 @@ class ChatPipeline:
         stream = self._upstreams.inference().Generate(
             generate, timeout=budget.left(), metadata=budget.metadata
         )
+        finished = False
         try:
             while True:
                 began = time.perf_counter()
                 try:
                     response = await stream.read()
+                    if response is not grpc.aio.EOF and response.HasField("final"):
+                        # Read the status too: the call ends OK instead of being cancelled.
+                        finished = await stream.read() is grpc.aio.EOF
                 except grpc.aio.AioRpcError as exc:
                     raise from_rpc_error("inference", exc) from None
                 finally:
@@ -326,7 +332,8 @@ class ChatPipeline:
                     return
                 yield response.delta
         finally:
-            stream.cancel()  # no-op when finished; stops the upstream work when we are cancelled
+            if not finished:
+                stream.cancel()  # we are cancelled or failed: stop the upstream work
 
     def _closing(
         self, final: gateway_pb2.ChatFinal, timer: RequestTimer
@@ -428,6 +435,21 @@ class ChatPipeline:
             overhead_ms=round(timer.overhead_ms, 2),
             error=error or None,
         )
+
+
+async def coalesced(
+    responses: AsyncIterator[gateway_pb2.ChatResponse],
+) -> AsyncIterator[gateway_pb2.ChatResponse]:
+    """`responses` with the deltas that piled up while the caller was sending joined into one."""
+    batches = in_batches(responses)
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            texts = [r.delta.text for r in batch if r.HasField("delta")]
+            if texts:
+                yield gateway_pb2.ChatResponse(delta=inference_pb2.Delta(text="".join(texts)))
+            for response in batch:
+                if response.HasField("final"):
+                    yield response
 
 
 def _question(request: gateway_pb2.ChatRequest) -> tuple[str, list[inference_pb2.ChatMessage]]:

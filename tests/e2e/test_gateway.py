@@ -11,10 +11,11 @@ import grpc
 import nats
 import pytest
 
+from gateway.caches import semantic_scope
 from llmops.apikeys import KeyAdmin, Limits
 from llmops.bus.topology import API_KEYS_BUCKET, RATE_LIMITS_BUCKET
 from llmops.grpcutil import channel
-from llmops.v1 import events_pb2, gateway_pb2, gateway_pb2_grpc
+from llmops.v1 import events_pb2, gateway_pb2, gateway_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 from tests.e2e.gateway_support import (
     FACT_DOC,
     TIMEOUT,
@@ -221,6 +222,7 @@ async def test_exact_and_semantic_cache_hits_and_their_switches(
     ]
     assert again.final.usage.output_tokens == 0  # no model ran
 
+    await stored_in_the_semantic_cache(platform, falcon, ask(QUESTION))
     paraphrase = "On which port does Falcon listen for admin requests?"
     similar = await gateway.ChatOnce(ask(paraphrase), metadata=falcon.metadata, timeout=TIMEOUT)
     assert similar.final.cache == gateway_pb2.CACHE_STATUS_SEMANTIC_HIT
@@ -240,6 +242,24 @@ async def test_exact_and_semantic_cache_hits_and_their_switches(
             break
         await asyncio.sleep(0.05)
     assert reply.final.cache == gateway_pb2.CACHE_STATUS_BYPASS
+
+
+async def stored_in_the_semantic_cache(
+    platform: Platform, tenant: Tenant, request: gateway_pb2.ChatRequest
+) -> None:
+    """Wait until the gateway's background StoreAnswer of `request` landed in retrieval."""
+    lookup = retrieval_pb2.LookupAnswerRequest(
+        tenant=tenant.name,
+        scope=semantic_scope(request, "1"),
+        question=request.messages[-1].content,
+    )
+    async with channel(platform.addr("retrieval")) as ch:
+        stub = retrieval_pb2_grpc.RetrievalStub(ch)
+        for _ in range(100):
+            if (await stub.LookupAnswer(lookup, timeout=TIMEOUT)).hit:
+                return
+            await asyncio.sleep(0.05)
+    pytest.fail("the answer never reached the semantic cache")
 
 
 async def test_one_interaction_event_per_request_with_redacted_text(
