@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import nats
+import uvloop
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -215,4 +216,4 @@ def run_service(name: str, settings: CommonSettings, create: Callable[[], Servic
     async def main() -> None:
         await create().run()
 
-    asyncio.run(main())
+    uvloop.run(main())  # cheaper socket I/O than asyncio's default loop on every hot path
