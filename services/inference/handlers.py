@@ -28,6 +28,7 @@ from inference.routing import Routes, Target
 from inference.usage import TokenCounter, input_texts
 from llmops.logging import get_logger
 from llmops.service import Loaded
+from llmops.streams import in_batches
 from llmops.v1 import inference_pb2, inference_pb2_grpc
 
 log = get_logger(__name__)
@@ -102,6 +103,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     tenant=request.tenant or DEFAULT,
                     request_id=request.request_id,
                     pieces=outcome.pieces,
+                    deltas=outcome.deltas,
                     input_tokens=outcome.usage.input_tokens,
                     output_tokens=outcome.usage.output_tokens,
                     ttft_ms=round(outcome.first_ms, 1),
@@ -137,27 +139,44 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             if outcome.attempts:
                 await asyncio.sleep(target.backoff_s * 2 ** (outcome.attempts - 1))
             outcome.attempts += 1
-            outcome.pieces, outcome.first_ms = 0, 0.0
+            outcome.pieces, outcome.deltas, outcome.first_ms = 0, 0, 0.0
             output: list[str] = []
             verdict = False
             try:
-                # aclosing: a client that cancels closes the provider's stream upstream too.
+                # aclosing: a client that cancels closes the provider's stream upstream too
+                # (closing the batches cancels their reading task, which closes the stream).
                 stream = self._providers[target.provider].generate(target, request)
-                async with contextlib.aclosing(stream):
-                    async for event in stream:
-                        if isinstance(event, Done):
+                async with (
+                    contextlib.aclosing(stream),
+                    contextlib.aclosing(in_batches(stream)) as batches,
+                ):
+                    async for batch in batches:
+                        # What piled up while the previous message was being sent goes out
+                        # as one Delta; a fast reader gets each piece alone.
+                        done: Done | None = None
+                        texts: list[str] = []
+                        for event in batch:
+                            if isinstance(event, Done):
+                                done = event
+                            else:
+                                texts.append(event.text)
+                        if texts:
+                            if outcome.pieces == 0:
+                                outcome.first_ms = (time.perf_counter() - started) * 1000
+                            outcome.pieces += len(texts)
+                            outcome.deltas += 1
+                            output += texts
+                            yield inference_pb2.GenerateResponse(
+                                delta=inference_pb2.Delta(
+                                    text=texts[0] if len(texts) == 1 else "".join(texts)
+                                )
+                            )
+                        if done is not None:
                             breaker.success()
                             verdict = outcome.answered = True
-                            outcome.usage = self._usage(target, request, event, output)
-                            yield _final(target, event, outcome, failures)
+                            outcome.usage = self._usage(target, request, done, output)
+                            yield _final(target, done, outcome, failures)
                             return
-                        if outcome.pieces == 0:
-                            outcome.first_ms = (time.perf_counter() - started) * 1000
-                        outcome.pieces += 1
-                        output.append(event.text)
-                        yield inference_pb2.GenerateResponse(
-                            delta=inference_pb2.Delta(text=event.text)
-                        )
             except TargetError as exc:
                 breaker.failure()
                 verdict = True
@@ -212,7 +231,8 @@ class _Outcome:
 
     answered: bool = False
     attempts: int = 0
-    pieces: int = 0
+    pieces: int = 0  # the provider's pieces (Final.output_pieces)
+    deltas: int = 0  # the Delta messages they went out in (fewer when batched)
     first_ms: float = 0.0
     error: str = ""
     usage: Usage = field(default_factory=lambda: Usage(0, 0))

@@ -58,12 +58,13 @@ async def test_generate_streams_the_answer_in_order_then_its_citations(
         tenant="inference-e2e",
         request_id="req-1",
     )
-    assert len(pieces) == len(E417.split()) and all(pieces), pieces
-    assert pieces[:3] == ["Error ", "code ", "E-417 "]
+    # One piece per word; pieces that pile up while a delta is being sent go out joined.
+    assert 1 <= len(pieces) <= len(E417.split()) and all(pieces), pieces
+    assert pieces[0].startswith("Error ")
     assert "".join(pieces) == E417
     assert list(final.citations) == [1]
     assert final.model_used == ANSWERER
-    assert final.output_pieces == len(pieces)
+    assert final.output_pieces == len(E417.split())
     assert final.time_to_first_token_ms > 0
     # Counted by the embedding model's tokenizer (the target's `tokenizer:`), not in words.
     counter = TokenCounter.load(MINILM)
@@ -90,9 +91,9 @@ async def test_the_llm_alias_streams_the_causal_lm_tokens_with_its_tokenizer_cou
         request_id="req-llm",
     )
     assert "".join(pieces) == text
-    assert 1 < len(pieces) <= len(new_ids)
+    assert 1 <= len(pieces) <= final.output_pieces <= len(new_ids)
+    assert final.output_pieces > 1
     assert final.model_used == CAUSAL_LM
-    assert final.output_pieces == len(pieces)
     assert final.usage.input_tokens == len(prompt_ids)
     assert final.usage.output_tokens == len(new_ids)
     # Streamed or read whole, a caller gets the same counts.
@@ -317,7 +318,7 @@ async def test_an_openai_alias_falls_back_past_a_dead_upstream_to_a_streaming_on
             async with channel(platform.addr("inference")) as ch:
                 stub = inference_pb2_grpc.InferenceStub(ch)
                 got, final = await generate(stub, prompt="What does E-417 mean?", context=PASSAGES)
-    assert got == pieces
+    assert "".join(got) == "".join(pieces)  # pieces that arrive together may be one delta
     assert final.model_used == "openai/mock-chat"
     assert list(final.citations) == []
     assert final.output_pieces == len(pieces)

@@ -5,7 +5,10 @@ per piece and `data: [DONE]\\n\\n` at the end, as the OpenAI API, vLLM and TGI
 send them; with `usage` set, a request that asks for it (`stream_options:
 {include_usage: true}`) gets a last chunk with empty `choices` and that usage
 before [DONE], as OpenAI sends it. `mode` picks the behaviour of the next
-requests; `fail_first` answers that many requests with HTTP 500 first.
+requests; `fail_first` answers that many requests with HTTP 500 first. With
+`keep_alive` a connection serves one request after another (as real upstreams
+do) instead of being closed after its first; `accepted` and `open_connections`
+count the connections, to check that a client reuses and releases them.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class OpenAIMock:
     gap_s: float = 0.0
     usage: dict[str, int] | None = None  # {"prompt_tokens": n, "completion_tokens": m}
     fail_first: int = 0
+    keep_alive: bool = False
+    accepted: int = 0  # connections accepted so far
+    open_connections: int = 0  # of those, the ones still open
     requests: list[Received] = field(default_factory=list)
     client_left: asyncio.Event = field(default_factory=asyncio.Event)
     handlers: set[asyncio.Task[None]] = field(default_factory=set)
@@ -49,26 +55,39 @@ class OpenAIMock:
         task = asyncio.current_task()
         assert task is not None
         self.handlers.add(task)  # type: ignore[arg-type]
+        self.accepted += 1
+        self.open_connections += 1
         try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-            request_line, *lines = head.strip("\r\n").split("\r\n")
-            headers = {}
-            for line in lines:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            received = Received(request_line.split()[1], headers, json.loads(body))
-            self.requests.append(received)
-            await self._respond(writer, received)
+            served = 0
+            while served == 0 or self.keep_alive:
+                try:
+                    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                except asyncio.IncompleteReadError as exc:
+                    if served and not exc.partial:  # the client closed an idle connection
+                        return
+                    raise
+                request_line, *lines = head.strip("\r\n").split("\r\n")
+                headers = {}
+                for line in lines:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                received = Received(request_line.split()[1], headers, json.loads(body))
+                self.requests.append(received)
+                served += 1
+                if not await self._respond(writer, received):
+                    return
         except (ConnectionError, asyncio.IncompleteReadError):
             self.client_left.set()
         finally:
+            self.open_connections -= 1
             self.handlers.discard(task)  # type: ignore[arg-type]
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    async def _respond(self, writer: asyncio.StreamWriter, received: Received) -> None:
+    async def _respond(self, writer: asyncio.StreamWriter, received: Received) -> bool:
+        """Answer one request; whether the connection may serve another."""
         if self.mode == "error" or len(self.requests) <= self.fail_first:
             error = json.dumps(
                 {"error": {"message": "the model is overloaded", "type": "server_error"}}
@@ -78,7 +97,7 @@ class OpenAIMock:
                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(error), error)
             )
             await writer.drain()
-            return
+            return False
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -105,6 +124,7 @@ class OpenAIMock:
         await self._event(writer, "[DONE]")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
+        return True
 
     @staticmethod
     async def _event(writer: asyncio.StreamWriter, data: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from inference.errors import TargetError
 from inference.providers import Done, Event, Text, Usage
-from inference.providers.openai import OpenAIProvider, delta_text, sse_data
+from inference.providers.openai import OpenAIProvider, SSEParser, delta_text, sse_data
 from inference.routing import Target
 from llmops.v1 import inference_pb2
 from tests.inference.openai_mock import serve
@@ -211,3 +211,71 @@ async def test_unset_params_are_left_to_the_upstream_and_no_usage_is_none(
     assert events[-1] == Done((), None)
     body = mock.requests[0].body
     assert not {"max_tokens", "temperature", "top_p", "stop", "seed"} & body.keys()
+
+
+async def test_the_connection_is_kept_alive_and_reused(provider: OpenAIProvider) -> None:
+    async with serve(PIECES, keep_alive=True) as mock:
+        for _ in range(5):
+            events = await collect(provider, target(mock.base_url))
+            assert events[-1] == Done(())
+        assert (len(mock.requests), mock.accepted) == (5, 1)
+
+
+async def test_a_cancel_right_after_done_neither_leaks_nor_stalls_the_pool(
+    provider: OpenAIProvider,
+) -> None:
+    """The gateway cancels Generate as soon as it has the Final: the provider's stream is
+    then closed with a cancel pending. That must hand the connection back (or close it),
+    never leave it checked out of the pool: once the pool had leaked its limit, every
+    next request hung."""
+
+    async def cancelled_after_done() -> None:
+        stream = provider.generate(target(mock.base_url), REQUEST)
+        async for event in stream:
+            if isinstance(event, Done):
+                break
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # the caller goes away while the stream closes
+        await stream.aclose()
+
+    async with serve(PIECES, keep_alive=True) as mock:
+        for _ in range(300):  # more than the pool holds
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.create_task(cancelled_after_done())
+        events = await asyncio.wait_for(collect(provider, target(mock.base_url)), 5)
+        assert events[-1] == Done(())
+        assert len(mock.requests) == 301
+        assert mock.accepted == 1  # one connection, handed back to the pool every time
+        await provider.close()
+        for _ in range(100):
+            if mock.open_connections == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert mock.open_connections == 0  # and closed with the provider
+
+
+async def test_a_stream_closed_early_closes_its_connection_and_the_pool_goes_on(
+    provider: OpenAIProvider,
+) -> None:
+    async with serve(PIECES, mode="endless", keep_alive=True) as mock:
+        for _ in range(3):
+            async with contextlib.aclosing(provider.generate(target(mock.base_url), REQUEST)) as s:
+                assert await anext(s) == Text("more ")
+        for _ in range(100):
+            if mock.open_connections == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert (mock.accepted, mock.open_connections) == (3, 0)  # half-read: not reused
+
+
+def test_sse_parser_gives_the_same_events_however_the_body_is_split() -> None:
+    body = (
+        b": keep-alive\r\n\r\nevent: x\r\ndata:a\r\ndata: b\r\nid: 3\r\n\r\n"
+        b'data: {"t": "\xc3\xa9\xe2\x80\xa8"}\n\ndata: c\r\rdata: d\n\ndata: e'
+    )
+    expected = ["a\nb", '{"t": "\u00e9\u2028"}', "c", "d", "e"]
+    for size in range(1, len(body) + 1):
+        parser = SSEParser()
+        events = [e for i in range(0, len(body), size) for e in parser.feed(body[i : i + size])]
+        assert events + parser.close() == expected, size

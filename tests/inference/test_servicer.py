@@ -29,6 +29,7 @@ from tests.support import free_port
 ROOT = Path(__file__).resolve().parents[2]
 MINILM = "all-MiniLM-L6-v2/tokenizer.json"
 PIECES = ["Low ", "flow [1]."]
+ANSWER = "".join(PIECES)  # pieces that arrive together may go out as one Delta
 MESSAGES = [
     inference_pb2.ChatMessage(role="system", content="Answer from the passages."),
     inference_pb2.ChatMessage(role="user", content="[1] E-417 means low flow.\nWhat is E-417?"),
@@ -100,7 +101,7 @@ async def test_retries_with_exponential_backoff_before_the_next_target(
         started = time.monotonic()
         pieces, final = await generate(stub)
         elapsed = time.monotonic() - started
-    assert pieces == PIECES
+    assert "".join(pieces) == ANSWER and final.output_pieces == len(PIECES)
     assert final.model_used == "openai/mock-chat"
     assert list(final.failed_targets) == []
     assert len(flaky.requests) == 3 and spare.requests == []
@@ -151,8 +152,8 @@ async def test_the_circuit_opens_skips_at_once_then_a_probe_closes_it(
         await asyncio.sleep(0.5)
         primary.mode = "ok"  # recovered: the half-open probe succeeds and closes it
         pieces, final = await generate(stub)
-        assert (pieces, final.model_used, list(final.failed_targets)) == (
-            PIECES,
+        assert ("".join(pieces), final.model_used, list(final.failed_targets)) == (
+            ANSWER,
             "openai/mock-chat",
             [],
         )
@@ -245,7 +246,7 @@ async def test_messages_alone_are_a_valid_request(serve_routes: Serve) -> None:
     async with serve(PIECES) as mock:
         stub = await serve_routes(routes(chat=[openai(mock.base_url)]))
         pieces, _ = await generate(stub, prompt="")
-    assert pieces == PIECES
+    assert "".join(pieces) == ANSWER
 
 
 async def test_a_client_that_cancels_closes_the_upstream_and_frees_a_probe(
@@ -262,4 +263,74 @@ async def test_a_client_that_cancels_closes_the_upstream_and_frees_a_probe(
         # No verdict on the target: it was not counted as a failure, the next call goes to it.
         mock.mode = "ok"
         pieces, final = await generate(stub)
-    assert pieces == PIECES and list(final.failed_targets) == []
+    assert "".join(pieces) == ANSWER and list(final.failed_targets) == []
+
+
+async def test_a_slow_reader_gets_the_pieces_that_piled_up_as_one_delta() -> None:
+    """Pieces the provider produced while the servicer was still handing over the previous
+    message go out joined in one Delta; Final.output_pieces still counts the pieces."""
+    many = [f"w{i} " for i in range(20)]
+    async with serve(many, gap_s=0.005) as mock:
+        r = routes(chat=[openai(mock.base_url)])
+        loaded: Loaded[Loadout] = Loaded("routes")
+        loaded.set(Loadout(r, {}))
+        provider = OpenAIProvider()
+        servicer = InferenceServicer(loaded, {"openai": provider})
+        request = inference_pb2.GenerateRequest(messages=MESSAGES)
+        context: Any = object()  # Generate touches it only to abort
+        responses = servicer.Generate(request, context)
+        first = await anext(responses)
+        await asyncio.sleep(0.5)  # a slow reader: the upstream is done meanwhile
+        rest = [r async for r in responses]
+        await provider.close()
+    *deltas, final = [first, *rest]
+    assert all(d.WhichOneof("event") == "delta" for d in deltas)
+    assert "".join(d.delta.text for d in deltas) == "".join(many)
+    assert len(deltas) < len(many)
+    assert len(deltas) <= 3  # the first piece alone, then all that piled up (in one or two)
+    assert final.final.output_pieces == len(many)
+    assert final.final.time_to_first_token_ms > 0
+
+
+async def test_a_fast_reader_gets_each_piece_alone_as_soon_as_it_exists(
+    serve_routes: Serve,
+) -> None:
+    async with serve(PIECES, gap_s=0.2) as mock:
+        stub = await serve_routes(routes(chat=[openai(mock.base_url)]))
+        call = stub.Generate(inference_pb2.GenerateRequest(messages=MESSAGES), timeout=30)
+        started = time.monotonic()
+        first = await call.read()
+        first_s = time.monotonic() - started
+        rest: list[inference_pb2.GenerateResponse] = []
+        while (response := await call.read()) is not grpc.aio.EOF:
+            rest.append(response)
+    assert first.delta.text == PIECES[0]
+    assert first_s < 0.15  # not held back for the next piece
+    pieces = [r.delta.text for r in rest if r.WhichOneof("event") == "delta"]
+    assert pieces == PIECES[1:]
+    assert rest[-1].final.output_pieces == len(PIECES)
+
+
+async def test_callers_that_cancel_right_after_the_final_leave_the_upstream_pool_usable(
+    serve_routes: Serve,
+) -> None:
+    """As the gateway does: read up to the Final, then cancel the call. Many times over,
+    concurrently: the upstream connections are reused, none leaks, requests still pass."""
+    async with serve(PIECES, keep_alive=True) as mock:
+        stub = await serve_routes(routes(chat=[openai(mock.base_url)]))
+
+        async def cancelled_after_final() -> None:
+            call = stub.Generate(inference_pb2.GenerateRequest(messages=MESSAGES), timeout=30)
+            async for response in call:
+                if response.WhichOneof("event") == "final":
+                    call.cancel()
+                    return
+
+        concurrency = 32
+        for _ in range(8):  # 256 calls, more than the pool of the original client held
+            await asyncio.gather(*(cancelled_after_final() for _ in range(concurrency)))
+        pieces, final = await generate(stub)
+        assert "".join(pieces) == ANSWER and final.model_used == "openai/mock-chat"
+        assert len(mock.requests) == 8 * concurrency + 1
+        assert mock.accepted <= 2 * concurrency  # reused, not one per call
+        assert mock.open_connections <= mock.accepted
