@@ -316,18 +316,20 @@ class ChatPipeline:
                 began = time.perf_counter()
                 try:
                     response = await stream.read()
-                    if response is not grpc.aio.EOF and response.HasField("final"):
+                    if response is grpc.aio.EOF:
+                        raise GatewayError(
+                            grpc.StatusCode.UNAVAILABLE,
+                            "inference ended the stream without a final",
+                        )
+                    final = response.HasField("final")
+                    if final:
                         # Read the status too: the call ends OK instead of being cancelled.
                         finished = await stream.read() is grpc.aio.EOF
                 except grpc.aio.AioRpcError as exc:
                     raise from_rpc_error("inference", exc) from None
                 finally:
                     timer.add("inference", time.perf_counter() - began, upstream=True)
-                if response is grpc.aio.EOF:
-                    raise GatewayError(
-                        grpc.StatusCode.UNAVAILABLE, "inference ended the stream without a final"
-                    )
-                if response.HasField("final"):
+                if final:
                     yield response.final
                     return
                 yield response.delta
@@ -444,6 +446,9 @@ async def coalesced(
     batches = in_batches(responses)
     async with contextlib.aclosing(batches):
         async for batch in batches:
+            if len(batch) == 1:  # the usual case with a fast reader: nothing to join
+                yield batch[0]
+                continue
             texts = [r.delta.text for r in batch if r.HasField("delta")]
             if texts:
                 yield gateway_pb2.ChatResponse(delta=inference_pb2.Delta(text="".join(texts)))

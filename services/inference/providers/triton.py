@@ -24,6 +24,7 @@ load, unloaded, not deployed) fails the target with a message saying so.
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -46,6 +47,8 @@ _CHANNEL_ARGS = [
     # Triton is in the cluster / on 127.0.0.1: never route through an HTTP proxy.
     ("grpc.enable_http_proxy", 0),
 ]
+_FINAL = "triton_final_response"  # the response parameter that marks a stream's last
+_LENGTH = struct.Struct("<I")  # the length before each element of a BYTES tensor
 ANSWERER = "answerer"
 CAUSAL_LM = "causal_lm"
 
@@ -109,19 +112,23 @@ class TritonProvider:
             yield {"model_name": target.model, "inputs": inputs, "request_id": request.request_id}
 
         responses = self._client(address).stream_infer(requests())
+        deadline = _ReadDeadline(target.timeout_s)
         try:
             while True:
-                result = await _next(responses, target, address)
-                text = result.as_numpy("TEXT")
-                if text is not None:
-                    for value in text.reshape(-1):
-                        yield Text(_decode(value))
-                if result.get_response().parameters["triton_final_response"].bool_param:
+                result = await _next(responses, deadline, target, address)
+                # Once per piece: read TEXT and the final flag off the protobuf itself
+                # (InferResult.as_numpy builds numpy arrays, several times the cost).
+                response = result.get_response()
+                for text in _texts(result, response):
+                    yield Text(text)
+                final = response.parameters.get(_FINAL)
+                if final is not None and final.bool_param:
                     citations = result.as_numpy("CITATIONS")
                     cited = () if citations is None else tuple(int(c) for c in citations)
                     yield Done(cited, _usage(result))
                     return
         finally:
+            deadline.close()
             responses.cancel()  # the caller went away, or the answer is complete
 
     async def close(self) -> None:
@@ -130,10 +137,10 @@ class TritonProvider:
             await client.close()
 
 
-async def _next(responses: Any, target: Target, address: str) -> Any:
+async def _next(responses: Any, deadline: _ReadDeadline, target: Target, address: str) -> Any:
     """The next response of the stream, or TargetError saying why there is none."""
     try:
-        result, error = await asyncio.wait_for(anext(responses), target.timeout_s)
+        result, error = await deadline.read(responses)
     except TimeoutError:
         raise TargetError(
             f"no response from Triton at {address} within {target.timeout_s:g}s"
@@ -145,6 +152,56 @@ async def _next(responses: Any, target: Target, address: str) -> Any:
     if error is not None:
         raise TargetError(f"Triton: {error.message()}")
     return result
+
+
+class _ReadDeadline:
+    """Fails a read of the stream that waits `timeout_s` or more (TimeoutError).
+
+    This runs once per piece, so instead of a timer per read (asyncio.timeout,
+    or wait_for's task) one timer per stream is armed and, when it fires early,
+    re-armed for the read then in progress; a read only notes when it began.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timeout_s = timeout_s
+        self._reading: tuple[asyncio.Task[Any], float] | None = None  # the reader, since
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired = False
+
+    async def read(self, responses: AsyncIterator[Any]) -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        began = self._loop.time()
+        self._reading = (task, began)
+        if self._timer is None:
+            self._timer = self._loop.call_at(began + self._timeout_s, self._check)
+        try:
+            return await anext(responses)
+        except asyncio.CancelledError:
+            if self._expired and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._reading = None
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if self._reading is None:  # between reads: no read can expire before a full timeout
+            self._timer = self._loop.call_at(now + self._timeout_s, self._check)
+            return
+        task, began = self._reading
+        if now < began + self._timeout_s:
+            self._timer = self._loop.call_at(began + self._timeout_s, self._check)
+            return
+        self._timer = None
+        self._expired = True
+        task.cancel()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _usage(result: Any) -> Usage | None:
@@ -193,6 +250,29 @@ def _lm_inputs(request: inference_pb2.GenerateRequest) -> list[InferInput]:
     if params.stop:
         inputs.append(_strings("STOP", [*params.stop]))
     return inputs
+
+
+def _texts(result: Any, response: Any) -> list[str]:
+    """The TEXT elements of a response (ModelInferResponse), decoded; [] when it has none.
+
+    A BYTES tensor's raw content is each element as a 4-byte little-endian length
+    and its bytes; a response without raw contents goes through tritonclient.
+    """
+    for index, output in enumerate(response.outputs):
+        if output.name != "TEXT":
+            continue
+        if index >= len(response.raw_output_contents) or output.datatype != "BYTES":
+            text = result.as_numpy("TEXT")
+            return [] if text is None else [_decode(value) for value in text.reshape(-1)]
+        raw = response.raw_output_contents[index]
+        texts, offset = [], 0
+        while offset < len(raw):
+            (length,) = _LENGTH.unpack_from(raw, offset)
+            offset += _LENGTH.size
+            texts.append(raw[offset : offset + length].decode("utf-8", errors="replace"))
+            offset += length
+        return texts
+    return []
 
 
 def _decode(value: Any) -> str:
