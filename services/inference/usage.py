@@ -13,6 +13,7 @@ question and every context passage; output, the answer's pieces joined.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,11 +27,20 @@ from llmops.v1 import inference_pb2
 TOKENIZER_FILE = "tokenizer.json"
 
 
+_CACHED_TEXTS = 4096
+
+
 class TokenCounter:
+    """Counts per text, remembered: retrieved passages recur across requests."""
+
     def __init__(self, tokenizer: Tokenizer) -> None:
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self._tokenizer = tokenizer
+        self._count_one = functools.lru_cache(maxsize=_CACHED_TEXTS)(self._tokens_in)
+
+    def _tokens_in(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     @classmethod
     def load(cls, path: Path) -> TokenCounter:
@@ -38,11 +48,7 @@ class TokenCounter:
         return cls(Tokenizer.from_file(str(file)))
 
     def count(self, texts: Iterable[str]) -> int:
-        items = [t for t in texts if t]
-        if not items:
-            return 0
-        encoded = self._tokenizer.encode_batch(items, add_special_tokens=False)
-        return sum(len(e.ids) for e in encoded)
+        return sum(self._count_one(text) for text in texts if text)
 
 
 def load_counters(routes: Routes, models_dir: Path) -> dict[str, TokenCounter]:
