@@ -192,9 +192,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
     async def LookupAnswer(
         self, request: retrieval_pb2.LookupAnswerRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.LookupAnswerResponse:
-        question = request.question.strip()
-        if not question:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "question is empty")
+        question = await _question_of(request.question, context)
         min_score = request.min_score or DEFAULT_MIN_SCORE
         if not 0.0 < min_score <= 1.0:
             await context.abort(
@@ -225,9 +223,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
     async def StoreAnswer(
         self, request: retrieval_pb2.StoreAnswerRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.StoreAnswerResponse:
-        question = request.question.strip()
-        if not question:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "question is empty")
+        question = await _question_of(request.question, context)
         if not request.answer:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "answer is empty")
         dense = await self._embed(question, context, _CACHE_NEEDS)
@@ -281,3 +277,11 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
 
 _SEARCH_NEEDS = "dense and hybrid search need it; SEARCH_MODE_SPARSE works without it"
 _CACHE_NEEDS = "the answer cache needs it to compare questions"
+
+
+async def _question_of(text: str, context: grpc.aio.ServicerContext) -> str:
+    """The answer cache's key question, trimmed; INVALID_ARGUMENT when there is none."""
+    question = text.strip()
+    if not question:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "question is empty")
+    return question

@@ -38,14 +38,6 @@ async def gateway(platform: Platform) -> AsyncIterator[gateway_pb2_grpc.GatewayS
     await ch.close()
 
 
-@pytest.fixture
-async def falcon(platform: Platform) -> Tenant:
-    """A tenant whose only document is the Falcon release notes."""
-    tenant = await new_tenant(platform)
-    await ingest(platform, tenant.name, "falcon-notes", FACT_DOC)
-    return tenant
-
-
 async def chat(
     gateway: gateway_pb2_grpc.GatewayStub,
     tenant: Tenant,

@@ -13,10 +13,8 @@ from llmops.apikeys import Limits
 from llmops.grpcutil import channel
 from llmops.v1 import embedding_pb2, embedding_pb2_grpc, gateway_pb2_grpc
 from tests.e2e.gateway_support import (
-    FACT_DOC,
     Tenant,
     ask,
-    ingest,
     interaction_events,
     new_tenant,
 )
@@ -34,13 +32,6 @@ def client(platform: Platform, key: str) -> openai.AsyncOpenAI:
         max_retries=0,
         http_client=httpx.AsyncClient(trust_env=False),
     )
-
-
-@pytest.fixture
-async def falcon(platform: Platform) -> Tenant:
-    tenant = await new_tenant(platform)
-    await ingest(platform, tenant.name, "falcon-notes", FACT_DOC)
-    return tenant
 
 
 async def test_chat_completions_stream_and_not_give_the_same_grounded_answer(
