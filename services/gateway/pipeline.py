@@ -163,15 +163,18 @@ class ChatPipeline:
 
         use_exact = call.tenant.exact_cache and not request.cache.no_exact
         use_semantic = call.tenant.semantic_cache and not request.cache.no_semantic and not history
-        exact_key = request_digest(call.key.tenant, request, template.version)
-        scope = semantic_scope(request, template.version)
+        # Keys only for the caches in use: hashing the request is not free.
+        exact_key = (
+            request_digest(call.key.tenant, request, template.version) if use_exact else None
+        )
+        scope = semantic_scope(request, template.version) if use_semantic else None
         cached = await self._cached(
             call,
             timer,
             budget,
             question,
-            exact_key if use_exact else None,
-            scope if use_semantic else None,
+            exact_key,
+            scope,
         )
         if cached is not None:
             reply, status = cached
@@ -221,8 +224,8 @@ class ChatPipeline:
         answer = "".join(outcome.text)
         self._remember(
             call,
-            exact_key if use_exact else None,
-            scope if use_semantic else None,
+            exact_key,
+            scope,
             question,
             gateway_pb2.ChatReply(text=answer, final=closing.final),
         )
