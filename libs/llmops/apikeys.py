@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -152,7 +152,7 @@ class KeyAdmin:
         kv = await self._keys()
         try:
             ids = await kv.keys()
-        except Exception:  # nats-py raises NoKeysError on an empty bucket
+        except NoKeysError:  # an empty bucket
             return []
         records = []
         for key_id in ids:

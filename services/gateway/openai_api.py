@@ -88,7 +88,7 @@ class OpenAIApi:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         try:
             record = self._key(request)
-            body = await _json_body(request)
+            body = await _json_body(request, self._settings.max_request_bytes)
             chat = chat_request(body)
             stream = body.get("stream") is True
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -195,7 +195,7 @@ class OpenAIApi:
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         try:
             record = self._key(request)
-            body = await _json_body(request)
+            body = await _json_body(request, self._settings.max_request_bytes)
             texts = _inputs(body.get("input"))
             encoding = body.get("encoding_format") or "float"
             if encoding not in ("float", "base64"):
@@ -286,12 +286,12 @@ async def _chain(
         yield response
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def _json_body(request: web.Request, max_bytes: int) -> dict[str, Any]:
     try:
         body = await request.json(loads=json.loads)
     except web.HTTPRequestEntityTooLarge:
         raise _invalid(
-            f"the request body is larger than {request.app._client_max_size} bytes"
+            f"the request body is larger than {max_bytes} bytes (LLMOPS_MAX_REQUEST_BYTES)"
         ) from None
     except ValueError as exc:
         raise _invalid(f"the request body is not valid JSON: {exc}") from None

@@ -177,13 +177,8 @@ class ChatPipeline:
             scope,
         )
         if cached is not None:
-            reply, status = cached
-            final.MergeFrom(_replayed(reply.final))
-            final.cache = status
-            timer.mark_first_token()
-            outcome.text.append(reply.text)
-            yield gateway_pb2.ChatResponse(delta=inference_pb2.Delta(text=reply.text))
-            yield self._closing(final, timer)
+            for response in self._replay(*cached, timer, outcome):
+                yield response
             return
         if use_exact or use_semantic:
             final.cache = gateway_pb2.CACHE_STATUS_MISS
@@ -191,18 +186,16 @@ class ChatPipeline:
             final.cache = gateway_pb2.CACHE_STATUS_BYPASS
 
         hits = await self._retrieve(call, timer, budget, question)
-        passages = [
-            Passage(number=i + 1, text=hit.text, source=hit.source) for i, hit in enumerate(hits)
-        ]
+        passages = [Passage(number=i + 1, text=hit.text) for i, hit in enumerate(hits)]
         with timer.step("prompt"):
-            rendered = Prompts.render(prompt_name, template, history, question, passages)
+            messages = Prompts.render(template, history, question, passages)
         generate = inference_pb2.GenerateRequest(
             model=request.model,
             prompt=question,
             context=[p.text for p in passages],
             tenant=call.key.tenant,
             request_id=call.request_id,
-            messages=rendered.messages,
+            messages=messages,
             params=request.params,
         )
         done: inference_pb2.Final | None = None
@@ -339,6 +332,23 @@ class ChatPipeline:
         finally:
             if not finished:
                 stream.cancel()  # we are cancelled or failed: stop the upstream work
+
+    def _replay(
+        self,
+        reply: gateway_pb2.ChatReply,
+        status: gateway_pb2.CacheStatus.ValueType,
+        timer: RequestTimer,
+        outcome: _Outcome,
+    ) -> list[gateway_pb2.ChatResponse]:
+        """A cache hit: the earlier answer, its model and citations; no usage, as no model ran."""
+        final = outcome.final
+        final.model_used = reply.final.model_used
+        final.citations.extend(reply.final.citations)
+        final.cache = status
+        timer.mark_first_token()
+        outcome.text.append(reply.text)
+        delta = gateway_pb2.ChatResponse(delta=inference_pb2.Delta(text=reply.text))
+        return [delta, self._closing(final, timer)]
 
     def _closing(
         self, final: gateway_pb2.ChatFinal, timer: RequestTimer
@@ -497,14 +507,6 @@ def _citation(hit: retrieval_pb2.SearchHit, number: int) -> gateway_pb2.Citation
         source=hit.source,
         title=hit.title,
         score=hit.score,
-    )
-
-
-def _replayed(stored: gateway_pb2.ChatFinal) -> gateway_pb2.ChatFinal:
-    """What a cache hit reports of the answer it replays: its model and citations, no usage."""
-    return gateway_pb2.ChatFinal(
-        citations=stored.citations,
-        model_used=stored.model_used,
     )
 
 

@@ -47,14 +47,6 @@ class PromptsFile(BaseModel):
 class Passage:
     number: int  # 1-based, as the prompt shows it
     text: str
-    source: str
-
-
-@dataclass(frozen=True)
-class Rendered:
-    name: str
-    version: str
-    messages: list[inference_pb2.ChatMessage]
 
 
 class Prompts:
@@ -77,12 +69,12 @@ class Prompts:
 
     @staticmethod
     def render(
-        name: str,
         template: PromptVersion,
         history: list[inference_pb2.ChatMessage],
         question: str,
         passages: list[Passage],
-    ) -> Rendered:
+    ) -> list[inference_pb2.ChatMessage]:
+        """The conversation a generative model gets: system, earlier turns, the rendered user."""
         context = "\n\n".join(f"[{p.number}] {p.text}" for p in passages) or "(no passages)"
         user = template.user.replace("{context}", context).replace("{question}", question)
         messages = []
@@ -90,7 +82,7 @@ class Prompts:
             messages.append(inference_pb2.ChatMessage(role="system", content=template.system))
         messages.extend(history)
         messages.append(inference_pb2.ChatMessage(role="user", content=user))
-        return Rendered(name, template.version, messages)
+        return messages
 
 
 def load_prompts(path: Path) -> Prompts:

@@ -167,9 +167,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                             outcome.deltas += 1
                             output += texts
                             yield inference_pb2.GenerateResponse(
-                                delta=inference_pb2.Delta(
-                                    text=texts[0] if len(texts) == 1 else "".join(texts)
-                                )
+                                delta=inference_pb2.Delta(text="".join(texts))
                             )
                         if done is not None:
                             breaker.success()

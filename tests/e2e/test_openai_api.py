@@ -152,6 +152,15 @@ async def test_errors_have_openai_shapes_and_statuses(platform: Platform, falcon
     assert broken.status_code == 400
     assert broken.json()["error"]["type"] == "invalid_request_error"
 
+    async with httpx.AsyncClient(trust_env=False) as http:
+        huge = await http.post(
+            f"{platform.http_base_url}/chat/completions",
+            headers={"Authorization": f"Bearer {falcon.key}", "Content-Type": "application/json"},
+            content=b'{"messages": [{"role": "user", "content": "' + b"x" * 1_100_000 + b'"}]}',
+        )
+    assert huge.status_code == 400
+    assert "larger than 1000000 bytes" in huge.json()["error"]["message"]
+
 
 async def test_rate_limited_requests_get_429_with_retry_after(platform: Platform) -> None:
     tenant = await new_tenant(platform, Limits(requests_per_minute=2))

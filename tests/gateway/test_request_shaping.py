@@ -21,21 +21,17 @@ def test_the_shipped_prompts_render_numbered_passages_and_the_question() -> None
     prompts = load_prompts(PROMPTS)
     resolved = prompts.resolve("", "")
     assert not isinstance(resolved, str)
-    name, template = resolved
+    _, template = resolved
     history = [inference_pb2.ChatMessage(role="assistant", content="Hi {context}")]
-    rendered = Prompts.render(
-        name,
-        template,
-        history,
-        "What is {question}?",
-        [Passage(1, "Alpha.", "a.md"), Passage(2, "Beta.", "b.md")],
+    messages = Prompts.render(
+        template, history, "What is {question}?", [Passage(1, "Alpha."), Passage(2, "Beta.")]
     )
-    roles = [m.role for m in rendered.messages]
+    roles = [m.role for m in messages]
     assert roles == ["system", "assistant", "user"]
-    user = rendered.messages[-1].content
+    user = messages[-1].content
     assert "[1] Alpha.\n\n[2] Beta." in user
     assert user.endswith("Question: What is {question}?")  # user braces stay literal
-    assert rendered.messages[1].content == "Hi {context}"
+    assert messages[1].content == "Hi {context}"
 
 
 def test_unknown_prompts_and_versions_say_what_exists() -> None:

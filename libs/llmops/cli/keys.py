@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import nats
 from rich.console import Console
@@ -11,21 +13,24 @@ from rich.table import Table
 from llmops.apikeys import KeyAdmin, Limits, TenantRecord
 
 
-async def create_key(nats_url: str, tenant: str, name: str, rpm: int, tpm: int) -> str:
+@contextlib.asynccontextmanager
+async def _admin(nats_url: str) -> AsyncIterator[KeyAdmin]:
     nc = await nats.connect(nats_url, name="llmops-cli")
     try:
-        limits = Limits(requests_per_minute=rpm, tokens_per_minute=tpm)
-        return (await KeyAdmin(nc.jetstream()).create_key(tenant, name, limits)).key
+        yield KeyAdmin(nc.jetstream())
     finally:
         await nc.close()
+
+
+async def create_key(nats_url: str, tenant: str, name: str, rpm: int, tpm: int) -> str:
+    limits = Limits(requests_per_minute=rpm, tokens_per_minute=tpm)
+    async with _admin(nats_url) as admin:
+        return (await admin.create_key(tenant, name, limits)).key
 
 
 async def list_keys(nats_url: str, tenant: str | None) -> None:
-    nc = await nats.connect(nats_url, name="llmops-cli")
-    try:
-        records = await KeyAdmin(nc.jetstream()).list_keys(tenant)
-    finally:
-        await nc.close()
+    async with _admin(nats_url) as admin:
+        records = await admin.list_keys(tenant)
     table = Table("id", "tenant", "name", "created", "req/min", "tokens/min", "state")
     for r in records:
         table.add_row(
@@ -41,20 +46,14 @@ async def list_keys(nats_url: str, tenant: str | None) -> None:
 
 
 async def revoke_key(nats_url: str, key_id: str) -> None:
-    nc = await nats.connect(nats_url, name="llmops-cli")
-    try:
-        await KeyAdmin(nc.jetstream()).revoke_key(key_id)
-    finally:
-        await nc.close()
+    async with _admin(nats_url) as admin:
+        await admin.revoke_key(key_id)
 
 
 async def set_tenant(
     nats_url: str, tenant: str, exact_cache: bool | None, semantic_cache: bool | None
 ) -> TenantRecord:
-    nc = await nats.connect(nats_url, name="llmops-cli")
-    try:
-        return await KeyAdmin(nc.jetstream()).set_tenant(
+    async with _admin(nats_url) as admin:
+        return await admin.set_tenant(
             tenant, exact_cache=exact_cache, semantic_cache=semantic_cache
         )
-    finally:
-        await nc.close()
