@@ -94,11 +94,13 @@ class ServiceApp:
         handler: BatchHandler,
         *,
         batch_size: int,
+        linger_s: float = 0.0,
         on_dead_letter: DeadLetterHook | None = None,
     ) -> Stage:
         """Consume `consumer` in batches; redelivery bounds come from the common settings."""
         opts = StageOptions(
             batch_size=batch_size,
+            linger_s=linger_s,
             max_deliver=self.settings.max_deliver,
             ack_wait_s=self.settings.ack_wait_s,
         )

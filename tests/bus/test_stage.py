@@ -10,7 +10,7 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 
-from llmops.bus.stage import Delivery, PoisonMessage, Stage, StageOptions
+from llmops.bus.stage import Delivery, PoisonMessage, Stage, StageOptions, Unavailable
 from llmops.bus.topology import DOCS_INGEST, INGESTION_CONSUMER, ensure_topology
 from llmops.v1 import events_pb2
 from tests.support import nats_server
@@ -140,3 +140,26 @@ async def test_slow_batches_are_kept_alive_not_redelivered(js: JetStreamContext)
     options = StageOptions(max_deliver=3, ack_wait_s=1.0, backoff_s=(0.1,), fetch_timeout_s=0.2)
     await run_stage(js, recorder, [b"slow"], 3.5, options)
     assert recorder.seen == [(b"slow", 1)]
+
+
+async def test_unavailable_waits_past_max_deliver_and_is_never_dead_lettered(
+    js: JetStreamContext,
+) -> None:
+    """A store that is down is not the message's fault: it is retried until the store is back."""
+    recorder = Recorder(lambda _data, n: Unavailable("store down") if n <= 4 else None)
+    letters = await run_stage(js, recorder, [b"wait-for-me"], seconds=2.5)
+    assert letters == [] and recorder.dead == []
+    assert [n for _, n in recorder.seen] == [1, 2, 3, 4, 5]  # max_deliver is 3
+
+
+async def test_linger_fills_a_batch_up_to_its_size(js: JetStreamContext) -> None:
+    sizes: list[int] = []
+
+    class Sizes(Recorder):
+        async def __call__(self, batch: Sequence[Delivery]) -> None:
+            sizes.append(len(batch))
+            await super().__call__(batch)
+
+    options = StageOptions(batch_size=10, linger_s=1.0, fetch_timeout_s=0.2)
+    await run_stage(js, Sizes(lambda *_: None), [b"%d" % i for i in range(25)], 3.5, options)
+    assert sizes == [10, 10, 5]

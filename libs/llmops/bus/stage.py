@@ -5,6 +5,8 @@ explicit acks), hands it to the service's handler, then settles each message:
 
 * handled            -> ack (only after the handler durably published its output);
 * `PoisonMessage`    -> dead letter at once (`llmops.dlq.<stage>`, with the reason), then ack;
+* `Unavailable`      -> nak with backoff, never dead-lettered: a store the stage needs is
+                        down, the message is fine and waits in JetStream however long it takes;
 * any other error    -> nak with backoff; after `max_deliver` attempts, dead letter.
 
 A dead letter is acked only after JetStream confirmed it, so a message is
@@ -51,6 +53,10 @@ class PoisonMessage(Exception):
         self.doc_id = doc_id
 
 
+class Unavailable(Exception):
+    """A dependency is down: the message waits in JetStream and is never dead-lettered for it."""
+
+
 @dataclass
 class Delivery:
     """One message of a batch; the handler records a per-message failure in `error`."""
@@ -84,6 +90,7 @@ DeadLetterHook = Callable[[Delivery, str], Awaitable[None]]
 class StageOptions:
     batch_size: int = 64
     fetch_timeout_s: float = 1.0  # how long an idle fetch waits (bounds stop latency)
+    linger_s: float = 0.0  # how long a batch keeps filling after its first message (0: not)
     max_deliver: int = 5
     ack_wait_s: float = 60.0
     backoff_s: tuple[float, ...] = (0.5, 2.0, 5.0, 15.0, 30.0)
@@ -147,7 +154,27 @@ class Stage:
                 log.warning("stage.fetch_failed", stage=self.name, error=str(exc))
                 await asyncio.sleep(0.5)
                 continue
+            if not msgs:  # nats-py may end an idle fetch with an empty list
+                continue
+            if self.options.linger_s > 0:
+                await self._fill(subscription, msgs)
             await self.process(msgs)
+
+    async def _fill(self, subscription: JetStreamContext.PullSubscription, msgs: list[Msg]) -> None:
+        """Keep adding to a batch until it is full or `linger_s` has passed since it began.
+
+        Bulk writers (analytics) want few large inserts, and a bounded wait keeps
+        the latency of a lone message at `linger_s`.
+        """
+        deadline = time.monotonic() + self.options.linger_s
+        while len(msgs) < self.options.batch_size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                msgs += await subscription.fetch(self.options.batch_size - len(msgs), timeout=left)
+            except Exception:  # nothing more in time (or disconnected): go with what we have
+                return
 
     async def process(self, msgs: list[Msg]) -> None:
         """Handle one batch and settle every message in it (never raises)."""
@@ -183,7 +210,8 @@ class Stage:
                 metrics.STAGE_MESSAGES.labels(self.name, "ok").inc()
                 return
             poison = isinstance(d.error, PoisonMessage)
-            if poison or d.deliveries >= self.options.max_deliver:
+            exhausted = d.deliveries >= self.options.max_deliver
+            if poison or (exhausted and not isinstance(d.error, Unavailable)):
                 reason = (
                     d.error.reason
                     if isinstance(d.error, PoisonMessage)
