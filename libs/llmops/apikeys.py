@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NoKeysError
@@ -58,6 +58,9 @@ class KeyRecord(BaseModel):
     created_at: float
     revoked: bool = False
     limits: Limits = Limits()
+    # What the key's analytics SQL sees: its own tenant's rows, or every tenant's
+    # (finance, platform owners: `llmops keys create --all-tenants`).
+    analytics_scope: Literal["tenant", "all"] = "tenant"
 
 
 class TenantRecord(BaseModel):
@@ -79,6 +82,14 @@ class NewKey:
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def bearer_key(authorization: str | None) -> str:
+    """The key of an `Authorization: Bearer <key>` value ('' when absent or malformed)."""
+    if not authorization:
+        return ""
+    scheme, _, key = authorization.strip().partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else ""
 
 
 def parse_key(key: str) -> tuple[str, str] | None:
@@ -133,7 +144,14 @@ class KeyAdmin:
         await (await self._tenants()).put(tenant, record.model_dump_json().encode())
         return record
 
-    async def create_key(self, tenant: str, name: str = "", limits: Limits | None = None) -> NewKey:
+    async def create_key(
+        self,
+        tenant: str,
+        name: str = "",
+        limits: Limits | None = None,
+        *,
+        all_tenants_analytics: bool = False,
+    ) -> NewKey:
         await self.ensure_tenant(tenant)
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
@@ -144,6 +162,7 @@ class KeyAdmin:
             secret_sha256=_digest(secret),
             created_at=time.time(),
             limits=limits or Limits(),
+            analytics_scope="all" if all_tenants_analytics else "tenant",
         )
         await (await self._keys()).create(key_id, record.model_dump_json().encode())
         return NewKey(f"llmops-{key_id}-{secret}", record)

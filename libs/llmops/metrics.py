@@ -41,6 +41,15 @@ GATEWAY_OVERHEAD = Histogram(
     ["api"],
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
+ANALYTICS_ROWS = Counter("llmops_analytics_rows_total", "events stored in ClickHouse", ["table"])
+ANALYTICS_DUPLICATES = Counter(
+    "llmops_analytics_duplicates_total",
+    "redelivered events found stored already and not inserted again",
+    ["table"],
+)
+ANALYTICS_QUERIES = Counter(
+    "llmops_analytics_queries_total", "SQL queries answered, by outcome", ["code"]
+)
 TIME_TO_FIRST_TOKEN = Histogram(
     "llmops_time_to_first_token_seconds",
     "from request to the first answer piece, per model that answered",

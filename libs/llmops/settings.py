@@ -37,6 +37,7 @@ class CommonSettings(BaseSettings):
     retrieval_addr: str = "127.0.0.1:50063"
     inference_addr: str = "127.0.0.1:50064"
     gateway_addr: str = "127.0.0.1:50065"
+    analytics_addr: str = "127.0.0.1:50066"
     gateway_http_addr: str = Field(
         "127.0.0.1:8080", description="the gateway's OpenAI-compatible HTTP API"
     )
@@ -67,6 +68,7 @@ class CommonSettings(BaseSettings):
             "retrieval": self.retrieval_addr,
             "inference": self.inference_addr,
             "gateway": self.gateway_addr,
+            "analytics": self.analytics_addr,
         }
 
     @property

@@ -9,20 +9,12 @@ import grpc
 from gateway.errors import GatewayError
 from gateway.pipeline import Call, ChatPipeline, coalesced
 from gateway.settings import GatewaySettings
-from llmops.apikeys import KeyDirectory
+from llmops.apikeys import KeyDirectory, bearer_key
 from llmops.tracing import TRACEPARENT
 from llmops.v1 import gateway_pb2, gateway_pb2_grpc
 
 OVERHEAD_HEADER = "x-llmops-overhead-ms"
 RETRY_AFTER = "retry-after-s"
-
-
-def bearer_key(authorization: str | None) -> str:
-    """The key of an `Authorization: Bearer <key>` value ('' when absent or malformed)."""
-    if not authorization:
-        return ""
-    scheme, _, key = authorization.strip().partition(" ")
-    return key.strip() if scheme.lower() == "bearer" else ""
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):

@@ -23,10 +23,10 @@ from google.protobuf.json_format import MessageToDict
 
 from gateway.embeddings import EmbeddingsFlow
 from gateway.errors import GatewayError
-from gateway.grpc_api import OVERHEAD_HEADER, bearer_key
+from gateway.grpc_api import OVERHEAD_HEADER
 from gateway.pipeline import Call, ChatPipeline, coalesced
 from gateway.settings import GatewaySettings
-from llmops.apikeys import KeyDirectory, KeyRecord
+from llmops.apikeys import KeyDirectory, KeyRecord, bearer_key
 from llmops.tracing import TRACEPARENT
 from llmops.v1 import gateway_pb2, inference_pb2, inference_pb2_grpc
 

@@ -30,6 +30,10 @@ DOCS_EMBEDDED = "llmops.docs.embedded"
 EVENTS = "llmops.events"
 DOCUMENT_EVENTS = f"{EVENTS}.document"  # .<status>
 INTERACTION_EVENTS = f"{EVENTS}.interaction"  # one InteractionEvent per gateway request
+USAGE_EVENTS = f"{EVENTS}.usage"  # one priced UsageEvent per request (metering)
+GUARDRAIL_EVENTS = f"{EVENTS}.guardrail"  # GuardrailEvent: one guardrail's verdict
+FEEDBACK_EVENTS = f"{EVENTS}.feedback"  # FeedbackEvent: a judgement of an answer
+EVALUATION_EVENTS = f"{EVENTS}.evaluation"  # EvaluationEvent: an evaluator's score
 DLQ = "llmops.dlq"  # .<stage>
 
 
@@ -121,6 +125,7 @@ class Consumer:
 INGESTION_CONSUMER = Consumer(DOCS_IN_STREAM, "ingestion", "llmops.docs.*")
 EMBEDDING_CONSUMER = Consumer(PIPELINE_STREAM, "embedding", DOCS_CHUNKED)
 RETRIEVAL_CONSUMER = Consumer(PIPELINE_STREAM, "retrieval", DOCS_EMBEDDED)
+ANALYTICS_CONSUMER = Consumer(EVENTS_STREAM, "analytics", f"{EVENTS}.>")
 
 # KV buckets -----------------------------------------------------------------
 DOCUMENT_REGISTRY_BUCKET = "llmops_documents"  # owned by ingestion: tenant.doc -> version, hash
