@@ -1,0 +1,1 @@
+"""Analytics: every platform event into ClickHouse, and read-only SQL over it."""

@@ -1,0 +1,332 @@
+"""Which table each event subject lands in, and how one event becomes one row.
+
+The row builders run once per event on the ingest hot path (50k events/s
+aim), so they are plain functions over the protobuf fields: no reflection,
+no intermediate dicts. Column order here is the insert's column list; the
+DDL lives in deploy/clickhouse/migrations/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from llmops.bus.stage import PoisonMessage
+from llmops.bus.topology import (
+    DOCUMENT_EVENTS,
+    EVALUATION_EVENTS,
+    FEEDBACK_EVENTS,
+    GUARDRAIL_EVENTS,
+    INTERACTION_EVENTS,
+    USAGE_EVENTS,
+)
+from llmops.v1 import events_pb2, gateway_pb2
+
+Row = tuple[Any, ...]
+_NANO = Decimal("1e-9")
+
+
+def _enum_names(enum: Any, prefix: str) -> dict[int, str]:
+    """{value: short lowercase name}, e.g. CACHE_STATUS_EXACT_HIT -> exact_hit."""
+    return {v: n.removeprefix(prefix).lower() for n, v in enum.items()}
+
+
+_CACHE = _enum_names(gateway_pb2.CacheStatus, "CACHE_STATUS_")
+_DOC_STATUS = _enum_names(events_pb2.DocumentStatus, "DOCUMENT_STATUS_")
+_RETENTION = _enum_names(events_pb2.TextRetention, "TEXT_RETENTION_")
+
+
+def _millis(ts: Timestamp) -> int:
+    return ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+def _count(n: int) -> int:
+    """Token and size counts are unsigned columns; a negative count from a bug is 0, not a crash."""
+    return n if n > 0 else 0
+
+
+@dataclass(frozen=True)
+class EventTable:
+    table: str
+    message: type[Message]
+    columns: tuple[str, ...]
+    to_row: Callable[[Any], Row]
+
+
+def _interaction(e: events_pb2.InteractionEvent) -> Row:
+    return (
+        _millis(e.time),
+        e.tenant,
+        e.event_id,
+        e.key_id,
+        e.request_id,
+        e.trace_id,
+        e.api,
+        e.model_requested,
+        e.model_used,
+        list(e.failed_targets),
+        e.prompt,
+        e.prompt_version,
+        _count(e.usage.input_tokens),
+        _count(e.usage.output_tokens),
+        e.time_to_first_token_ms,
+        e.total_ms,
+        e.overhead_ms,
+        {s.step: s.ms for s in e.steps},
+        _CACHE.get(e.cache, "unspecified"),
+        [c.doc_id for c in e.citations],
+        [c.chunk_id for c in e.citations],
+        e.status,
+        e.error,
+        e.streamed,
+        e.collection,
+        _RETENTION.get(e.text_retention, "unspecified"),
+        e.question,
+        e.answer,
+    )
+
+
+def _document(e: events_pb2.DocumentEvent) -> Row:
+    return (
+        _millis(e.time),
+        e.tenant,
+        e.event_id,
+        e.doc_id,
+        e.version,
+        e.stage,
+        _DOC_STATUS.get(e.status, "unspecified"),
+        _count(e.chunks),
+        _count(e.tokens),
+        _count(e.content_bytes),
+        e.reason,
+        e.trace_id,
+        e.source,
+        e.collection,
+    )
+
+
+def _usage(e: events_pb2.UsageEvent) -> Row:
+    return (
+        _millis(e.time),
+        e.tenant,
+        e.event_id,
+        e.key_id,
+        e.request_id,
+        e.model,
+        e.prompt,
+        e.prompt_version,
+        _count(e.input_tokens),
+        _count(e.output_tokens),
+        _count(e.cached_input_tokens),
+        _count(e.reasoning_tokens),
+        Decimal(e.cost_nanos) * _NANO,
+        e.currency,
+        e.priced,
+        e.price_version,
+    )
+
+
+def _guardrail(e: events_pb2.GuardrailEvent) -> Row:
+    return (
+        _millis(e.time),
+        e.tenant,
+        e.event_id,
+        e.key_id,
+        e.request_id,
+        e.trace_id,
+        e.guardrail,
+        e.direction,
+        e.verdict,
+        e.score,
+        e.reason,
+        e.latency_ms,
+    )
+
+
+def _feedback(e: events_pb2.FeedbackEvent) -> Row:
+    return (
+        _millis(e.time),
+        e.tenant,
+        e.event_id,
+        e.key_id,
+        e.request_id,
+        e.trace_id,
+        e.score,
+        e.label,
+        e.comment,
+        e.source,
+    )
+
+
+def _evaluation(e: events_pb2.EvaluationEvent) -> Row:
+    return (
+        _millis(e.time),
+        e.tenant,
+        e.event_id,
+        e.request_id,
+        e.trace_id,
+        e.run_id,
+        e.evaluator,
+        e.score,
+        e.passed,
+        e.model,
+        e.prompt,
+        e.prompt_version,
+        e.dataset,
+        e.reason,
+    )
+
+
+_KEY = ("time", "tenant", "event_id")
+INTERACTIONS = EventTable(
+    "interactions",
+    events_pb2.InteractionEvent,
+    (
+        *_KEY,
+        "key_id",
+        "request_id",
+        "trace_id",
+        "api",
+        "model_requested",
+        "model_used",
+        "failed_targets",
+        "prompt",
+        "prompt_version",
+        "input_tokens",
+        "output_tokens",
+        "time_to_first_token_ms",
+        "total_ms",
+        "overhead_ms",
+        "steps",
+        "cache",
+        "cited_doc_ids",
+        "cited_chunk_ids",
+        "status",
+        "error",
+        "streamed",
+        "collection",
+        "text_retention",
+        "question",
+        "answer",
+    ),
+    _interaction,
+)
+DOCUMENTS = EventTable(
+    "documents",
+    events_pb2.DocumentEvent,
+    (
+        *_KEY,
+        "doc_id",
+        "version",
+        "stage",
+        "status",
+        "chunks",
+        "tokens",
+        "content_bytes",
+        "reason",
+        "trace_id",
+        "source",
+        "collection",
+    ),
+    _document,
+)
+USAGE = EventTable(
+    "usage",
+    events_pb2.UsageEvent,
+    (
+        *_KEY,
+        "key_id",
+        "request_id",
+        "model",
+        "prompt",
+        "prompt_version",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "reasoning_tokens",
+        "cost",
+        "currency",
+        "priced",
+        "price_version",
+    ),
+    _usage,
+)
+GUARDRAIL_VERDICTS = EventTable(
+    "guardrail_verdicts",
+    events_pb2.GuardrailEvent,
+    (
+        *_KEY,
+        "key_id",
+        "request_id",
+        "trace_id",
+        "guardrail",
+        "direction",
+        "verdict",
+        "score",
+        "reason",
+        "latency_ms",
+    ),
+    _guardrail,
+)
+FEEDBACK = EventTable(
+    "feedback",
+    events_pb2.FeedbackEvent,
+    (*_KEY, "key_id", "request_id", "trace_id", "score", "label", "comment", "source"),
+    _feedback,
+)
+EVALUATIONS = EventTable(
+    "evaluations",
+    events_pb2.EvaluationEvent,
+    (
+        *_KEY,
+        "request_id",
+        "trace_id",
+        "run_id",
+        "evaluator",
+        "score",
+        "passed",
+        "model",
+        "prompt",
+        "prompt_version",
+        "dataset",
+        "reason",
+    ),
+    _evaluation,
+)
+EVENT_TABLES = (INTERACTIONS, DOCUMENTS, USAGE, GUARDRAIL_VERDICTS, FEEDBACK, EVALUATIONS)
+_BY_SUBJECT = {
+    INTERACTION_EVENTS: INTERACTIONS,
+    USAGE_EVENTS: USAGE,
+    GUARDRAIL_EVENTS: GUARDRAIL_VERDICTS,
+    FEEDBACK_EVENTS: FEEDBACK,
+    EVALUATION_EVENTS: EVALUATIONS,
+}
+_DOCUMENT_PREFIX = DOCUMENT_EVENTS + "."
+
+
+def table_for(subject: str) -> EventTable:
+    table = _BY_SUBJECT.get(subject)
+    if table is None and subject.startswith(_DOCUMENT_PREFIX):
+        table = DOCUMENTS
+    if table is None:
+        raise PoisonMessage(f"no analytics table for subject {subject!r} (a newer event type?)")
+    return table
+
+
+def decode(subject: str, data: bytes) -> tuple[EventTable, Row]:
+    """The table and row of one event; PoisonMessage when it can never be stored."""
+    table = table_for(subject)
+    try:
+        event: Any = table.message.FromString(data)
+    except DecodeError as exc:
+        raise PoisonMessage(f"not a {table.message.__name__}: {exc}") from None
+    if not event.event_id or not event.tenant or not event.HasField("time"):
+        raise PoisonMessage(
+            f"{table.message.__name__} without event_id, tenant or time", tenant=event.tenant
+        )
+    return table, table.to_row(event)

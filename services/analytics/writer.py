@@ -1,0 +1,135 @@
+"""The analytics stage: a batch of events from JetStream becomes one insert per table.
+
+Acks come after the insert (the stage runner settles each message once this
+returns), so an event is in ClickHouse before JetStream forgets it. A
+redelivered event may already be stored (the insert landed, the ack did
+not): redeliveries are checked against the table by event id and skipped,
+so MVs never count an event twice. First deliveries skip that query; the
+publishers' `Nats-Msg-Id` already removes their own duplicates.
+
+ClickHouse unreachable: the batch is retried for `outage_hold_s`, then goes
+back to JetStream as `Unavailable` (never dead-lettered) and the service is
+unhealthy until an insert or a health probe succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from clickhouse_connect.driver.client import Client
+
+from analytics.clickhouse import ROW_ERRORS, ClickHouseError
+from analytics.tables import EventTable, Row, decode
+from llmops import metrics
+from llmops.bus.stage import Delivery, PoisonMessage, Unavailable
+from llmops.logging import get_logger
+from llmops.service import Loaded
+
+log = get_logger(__name__)
+Health = Callable[[bool], Awaitable[None]]
+_RETRY_S = (0.2, 0.5, 1.0, 2.0)
+
+
+@dataclass
+class _Pending:
+    """One table's part of a batch: its deliveries and their rows, index for index."""
+
+    deliveries: list[Delivery] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    inserted: bool = False
+
+
+class EventWriter:
+    def __init__(self, client: Loaded[Client], outage_hold_s: float, health: Health) -> None:
+        self._client = client
+        self._hold_s = outage_hold_s
+        self._health = health
+
+    async def handle(self, batch: Sequence[Delivery]) -> None:
+        """The stage handler: decode, drop what is stored already, insert, report health."""
+        pending: dict[str, tuple[EventTable, _Pending]] = {}
+        for d in batch:
+            try:
+                table, row = decode(d.msg.subject, d.data)
+            except PoisonMessage as exc:
+                d.fail(exc)
+                continue
+            d.tenant = row[1]
+            part = pending.setdefault(table.table, (table, _Pending()))[1]
+            part.deliveries.append(d)
+            part.rows.append(row)
+        deadline = time.monotonic() + self._hold_s
+        attempt = 0
+        while True:
+            try:
+                await asyncio.to_thread(self._write, list(pending.values()), attempt > 0)
+                await self._health(True)
+                return
+            except ClickHouseError as exc:
+                await self._health(False)
+                delay = _RETRY_S[min(attempt, len(_RETRY_S) - 1)]
+                attempt += 1
+                if time.monotonic() + delay > deadline:
+                    log.warning("analytics.clickhouse_down", error=str(exc), events=len(batch))
+                    raise Unavailable(f"ClickHouse unavailable: {exc}") from exc
+                await asyncio.sleep(delay)
+
+    def _write(self, parts: list[tuple[EventTable, _Pending]], retry: bool) -> None:
+        """Insert every table's rows (in a worker thread: the client blocks).
+
+        On a retry any row may have landed (an insert can fail after the server
+        committed it), so every row is checked, not only redeliveries.
+        """
+        client = self._client.value
+        for table, part in parts:
+            if part.inserted:
+                continue
+            self._skip_stored(client, table, part, retry)
+            if part.rows:
+                try:
+                    client.insert(table.table, part.rows, column_names=table.columns)
+                except ROW_ERRORS:
+                    self._insert_one_by_one(client, table, part)
+            part.inserted = True
+            stored = sum(1 for d in part.deliveries if d.error is None)
+            metrics.ANALYTICS_ROWS.labels(table.table).inc(stored)
+
+    def _skip_stored(self, client: Client, table: EventTable, part: _Pending, retry: bool) -> None:
+        """Drop events that are in the table already (they are acked without a second insert)."""
+        again = [i for i, d in enumerate(part.deliveries) if retry or d.deliveries > 1]
+        if not again:
+            return
+        rows = [part.rows[i] for i in again]
+        stored = {
+            r[0]
+            for r in client.query(
+                f"SELECT event_id FROM {table.table} WHERE tenant IN {{tenants:Array(String)}} "
+                "AND time BETWEEN fromUnixTimestamp64Milli({lo:Int64}) "
+                "AND fromUnixTimestamp64Milli({hi:Int64}) AND event_id IN {ids:Array(String)}",
+                parameters={
+                    "tenants": sorted({r[1] for r in rows}),
+                    "lo": min(r[0] for r in rows),
+                    "hi": max(r[0] for r in rows),
+                    "ids": [r[2] for r in rows],
+                },
+            ).result_rows
+        }
+        kept_deliveries, kept_rows = [], []
+        for d, row in zip(part.deliveries, part.rows, strict=True):
+            if row[2] in stored:
+                metrics.ANALYTICS_DUPLICATES.labels(table.table).inc()
+                continue
+            kept_deliveries.append(d)
+            kept_rows.append(row)
+        part.deliveries[:], part.rows[:] = kept_deliveries, kept_rows
+
+    def _insert_one_by_one(self, client: Client, table: EventTable, part: _Pending) -> None:
+        """A row the client cannot serialise: insert the rest, dead-letter that one."""
+        for d, row in zip(part.deliveries, part.rows, strict=True):
+            try:
+                client.insert(table.table, [row], column_names=table.columns)
+            except ROW_ERRORS as exc:
+                d.fail(PoisonMessage(f"{table.table}: a value does not fit: {exc}", tenant=row[1]))
