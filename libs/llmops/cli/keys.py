@@ -22,16 +22,19 @@ async def _admin(nats_url: str) -> AsyncIterator[KeyAdmin]:
         await nc.close()
 
 
-async def create_key(nats_url: str, tenant: str, name: str, rpm: int, tpm: int) -> str:
+async def create_key(
+    nats_url: str, tenant: str, name: str, rpm: int, tpm: int, all_tenants: bool
+) -> str:
     limits = Limits(requests_per_minute=rpm, tokens_per_minute=tpm)
     async with _admin(nats_url) as admin:
-        return (await admin.create_key(tenant, name, limits)).key
+        created = await admin.create_key(tenant, name, limits, all_tenants_analytics=all_tenants)
+        return created.key
 
 
 async def list_keys(nats_url: str, tenant: str | None) -> None:
     async with _admin(nats_url) as admin:
         records = await admin.list_keys(tenant)
-    table = Table("id", "tenant", "name", "created", "req/min", "tokens/min", "state")
+    table = Table("id", "tenant", "name", "created", "req/min", "tokens/min", "SQL sees", "state")
     for r in records:
         table.add_row(
             r.key_id,
@@ -40,6 +43,7 @@ async def list_keys(nats_url: str, tenant: str | None) -> None:
             time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.created_at)),
             str(r.limits.requests_per_minute or "-"),
             str(r.limits.tokens_per_minute or "-"),
+            "all tenants" if r.analytics_scope == "all" else "its tenant",
             "revoked" if r.revoked else "active",
         )
     Console().print(table)

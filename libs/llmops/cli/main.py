@@ -192,6 +192,46 @@ def chat(
     )
 
 
+@cli.command()
+@click.argument("query")
+@click.option("--format", "output", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--tenant", default=None, help="only this tenant's rows (uses its local key)")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="{NAME:Type} in SQL")
+@click.option("--max-rows", default=0, help="0: the server's limit (10,000 by default)")
+@click.option("--timeout", default=30.0, show_default=True, help="seconds (capped by the server)")
+def sql(
+    query: str,
+    output: str,
+    tenant: str | None,
+    params: tuple[str, ...],
+    max_rows: int,
+    timeout: float,
+) -> None:
+    """Run read-only ClickHouse SQL over the analytics tables (interactions, usage, ...).
+
+    The key is LLMOPS_API_KEY if set, else a local key: the tenant's with --tenant,
+    otherwise the local analyst key, which sees every tenant.
+    """
+    from .localkey import ensure_local_key
+    from .sql import run_sql
+
+    settings = _settings()
+    state = _running_state(settings)
+    key = os.environ.get("LLMOPS_API_KEY") or asyncio.run(
+        ensure_local_key(
+            state.nats_url,
+            settings.data_dir,
+            _tenant(tenant or "default"),
+            analyst=tenant is None,
+        )
+    )
+    sys.exit(
+        asyncio.run(
+            run_sql(state.grpc["analytics"], key, query, _pairs(params), output, max_rows, timeout)
+        )
+    )
+
+
 @cli.group()
 def keys() -> None:
     """API keys: create (printed once), list, revoke."""
@@ -202,12 +242,15 @@ def keys() -> None:
 @click.option("--name", default="", help="a label for people")
 @click.option("--rpm", default=0, show_default=True, help="requests per minute; 0 = unlimited")
 @click.option("--tpm", default=0, show_default=True, help="tokens per minute; 0 = unlimited")
-def keys_create(tenant: str, name: str, rpm: int, tpm: int) -> None:
+@click.option(
+    "--all-tenants", is_flag=True, help="its analytics SQL sees every tenant (finance, owners)"
+)
+def keys_create(tenant: str, name: str, rpm: int, tpm: int, all_tenants: bool) -> None:
     """Create a key; it is printed once and stored only as a SHA-256."""
     from .keys import create_key
 
     state = _running_state(_settings())
-    key = asyncio.run(create_key(state.nats_url, _tenant(tenant), name, rpm, tpm))
+    key = asyncio.run(create_key(state.nats_url, _tenant(tenant), name, rpm, tpm, all_tenants))
     click.echo(key)
     click.echo("Store it now: it cannot be shown again.", err=True)
 

@@ -23,7 +23,7 @@ from llmops.triton import TritonRuntime, install_model_env, install_runtime, wai
 
 from .supervisor import ProcessSpec
 
-SERVICES = ("ingestion", "embedding", "retrieval", "inference", "gateway")
+SERVICES = ("ingestion", "embedding", "retrieval", "inference", "gateway", "analytics")
 STATE_FILE = "platform.json"
 
 

@@ -77,6 +77,7 @@ def _banner(settings: CommonSettings, state: PlatformState) -> None:
         "  llmops ingest README.md --wait",
         '  llmops search "how do I run the tests?"',
         '  llmops chat "how do I run the tests?"',
+        '  llmops sql "SELECT model_used, count() FROM interactions GROUP BY model_used"',
         "  llmops status",
         "Stop with Ctrl-C or `llmops down`.",
         "",
