@@ -10,6 +10,7 @@ llmops.natsserver, not from copies of them.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -51,14 +52,33 @@ TILTFILE = ROOT / "Tiltfile"
 K8S_VERSION = "1.33"
 
 IMAGE_PREFIX = "llmops/"
-SERVICE_SETTINGS: dict[str, type[CommonSettings]] = {
+
+
+def _settings(service: str, class_name: str) -> type[CommonSettings] | None:
+    """A service's settings class, or None while the service's package is not in the tree."""
+    try:
+        module = importlib.import_module(f"{service}.settings")
+    except ModuleNotFoundError as exc:
+        if exc.name not in (service, f"{service}.settings"):
+            raise
+        return None
+    settings: type[CommonSettings] = getattr(module, class_name)
+    return settings
+
+
+SERVICE_SETTINGS: dict[str, type[CommonSettings] | None] = {
     "ingestion": IngestionSettings,
     "embedding": EmbeddingSettings,
     "retrieval": RetrievalSettings,
     "inference": InferenceSettings,
     "gateway": GatewaySettings,
+    # services/analytics/ lands separately from its deployment files: until it does,
+    # the checks that need its code (settings, extra, sources) skip it, the rest run.
+    "analytics": _settings("analytics", "AnalyticsSettings"),
 }
 SERVICES = tuple(SERVICE_SETTINGS)
+# Services whose code is not in the tree yet (see SERVICE_SETTINGS).
+PENDING = frozenset(name for name, settings in SERVICE_SETTINGS.items() if settings is None)
 # Services that also listen on HTTP: the setting that holds the address.
 HTTP_ADDRS = {"gateway": "gateway_http_addr"}
 # Files an image carries beside its code: (env var, setting, path in the repository).
@@ -66,24 +86,35 @@ IMAGE_FILES = {
     "inference": ("LLMOPS_ROUTES_FILE", "routes_file", "deploy/inference/routes.yaml"),
     "gateway": ("LLMOPS_PROMPTS_FILE", "prompts_file", "deploy/gateway/prompts.yaml"),
 }
-# Deployments with more than one replica (or an HPA in production): each has a budget.
+# Deployments autoscaled in production (an HPA); each has a budget.
 SCALED_OUT = ("ingestion", "embedding", "inference", "gateway")
+# Deployments with more than one replica: each has a budget too.
+BUDGETED = (*SCALED_OUT, "analytics")
 INFRA = ("nats", "triton")
 PRODUCTION_ONLY = ("qdrant",)
 NATS_CONFIG = "nats-config"
 
 
-def default(settings: type[CommonSettings], name: str) -> Any:
+def default(settings: type[CommonSettings] | None, name: str) -> Any:
     """A setting's default (the process environment must not leak into the test)."""
+    assert settings is not None
     return settings.model_fields[name].default
 
 
+def settings_of(service: str) -> type[CommonSettings]:
+    """The service's settings class; skips the test while its code is not in the tree."""
+    settings = SERVICE_SETTINGS[service]
+    if settings is None:
+        pytest.skip(f"services/{service}/ (its settings) is not in the tree yet")
+    return settings
+
+
 def grpc_port(service: str) -> int:
-    return port_of(default(SERVICE_SETTINGS[service], f"{service}_addr"))
+    return port_of(default(settings_of(service), f"{service}_addr"))
 
 
 def metrics_port(service: str) -> int:
-    port: int = default(SERVICE_SETTINGS[service], f"{service}_metrics_port")
+    port: int = default(settings_of(service), f"{service}_metrics_port")
     return port
 
 
@@ -239,10 +270,11 @@ def test_overlays_render_the_platform(overlay: str) -> None:
         ("StatefulSet", "retrieval"),
         ("Deployment", "inference"),
         ("Deployment", "gateway"),
+        ("Deployment", "analytics"),
         ("Deployment", "triton"),
         *(("Service", name) for name in (*SERVICES, "triton")),
         *(("ServiceAccount", name) for name in (*SERVICES, *INFRA)),
-        *(("PodDisruptionBudget", name) for name in SCALED_OUT),
+        *(("PodDisruptionBudget", name) for name in BUDGETED),
     }
     if overlay == "production":
         expected |= {
@@ -352,6 +384,9 @@ def test_services_share_one_platform_environment(overlay: str, service: str) -> 
     objs = rendered(overlay)
     env = env_of(objs, container(objs, service))
     for other in SERVICES:
+        if other in PENDING:  # no settings to read the port from yet
+            assert env[f"LLMOPS_{other.upper()}_ADDR"].startswith(f"{other}:")
+            continue
         assert env[f"LLMOPS_{other.upper()}_ADDR"] == f"{other}:{grpc_port(other)}"
     for other, setting in HTTP_ADDRS.items():
         assert env[f"LLMOPS_{setting.upper()}"] == f"{other}:{http_ports(other).pop()}"
@@ -552,6 +587,62 @@ def test_production_autoscales_ingestion_embedding_inference_and_the_gateway() -
         assert hpa["spec"]["minReplicas"] >= 2
 
 
+# -- analytics and ClickHouse ---------------------------------------------------
+CLICKHOUSE_SECRET = {"name": "llmops-clickhouse", "key": "url"}
+
+
+def test_production_analytics_reads_the_clickhouse_url_from_a_secret() -> None:
+    objs = rendered("production")
+    c = container(objs, "analytics")
+    env = env_of(objs, c)
+    assert env["LLMOPS_CLICKHOUSE_URL"] == {"secretKeyRef": CLICKHOUSE_SECRET}
+    assert not any(
+        "LLMOPS_CLICKHOUSE_URL" in find(objs, "ConfigMap", ref["configMapRef"]["name"])["data"]
+        for ref in c["envFrom"]
+    ), "credentials stay out of the ConfigMap"
+    analytics = find(objs, "Deployment", "analytics")
+    assert analytics["spec"]["replicas"] > 1
+    assert "analytics" not in {
+        h["spec"]["scaleTargetRef"]["name"] for h in objs if h["kind"] == "HorizontalPodAutoscaler"
+    }, "replicas share one durable consumer: more do not insert faster"
+    settings = settings_of("analytics")
+    assert "clickhouse_url" in settings.model_fields
+
+
+def test_local_analytics_embeds_chdb_under_a_writable_data_dir() -> None:
+    objs = rendered("local")
+    c = container(objs, "analytics")
+    env = env_of(objs, c)
+    assert "LLMOPS_CLICKHOUSE_URL" not in env, "no ClickHouse server in the local overlay"
+    assert find(objs, "Deployment", "analytics")["spec"]["replicas"] == 1, "one process owns chDB"
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert env["LLMOPS_DATA_DIR"] in mounts
+    spec = pod_spec(find(objs, "Deployment", "analytics"))
+    assert spec is not None
+    [volume] = [v for v in spec["volumes"] if v["name"] == mounts[env["LLMOPS_DATA_DIR"]]]
+    assert "emptyDir" in volume or "persistentVolumeClaim" in volume
+    settings = settings_of("analytics")
+    configured = settings(data_dir=Path(env["LLMOPS_DATA_DIR"]))
+    chdb_dir: Path = configured.chdb_dir  # type: ignore[attr-defined]
+    assert Path(env["LLMOPS_DATA_DIR"]) in chdb_dir.parents
+
+
+def test_analytics_image_carries_the_migrations_where_the_service_reads_them() -> None:
+    df = dockerfile()
+    migrations = Path(default(settings_of("analytics"), "migrations_dir"))
+    assert not migrations.is_absolute(), "relative: from the image's WORKDIR"
+    wanted = Path(df.workdir("analytics")) / migrations
+    landed = {
+        Path(dest) / migrations.relative_to(src.rstrip("/"))
+        for sources, dest, frm in df.copies("analytics")
+        if frm is None
+        for src in sources
+        if migrations.is_relative_to(src.rstrip("/"))
+    }
+    assert wanted in landed, f"the analytics image has no {wanted}"
+    assert sorted((ROOT / migrations).glob("*.sql")), f"{migrations}: no migrations"
+
+
 # -- Triton --------------------------------------------------------------------
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_triton_serves_its_model_repository(overlay: str) -> None:
@@ -709,7 +800,10 @@ def dependency_closure(requirements: list[str]) -> set[str]:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_no_service_image_pulls_in_torch(service: str) -> None:
+    settings_of(service)  # the extra comes with the service's code
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    if service == "analytics" and service not in project["optional-dependencies"]:
+        pytest.skip("pyproject.toml has no analytics extra yet")
     wanted = project["dependencies"] + project["optional-dependencies"][service]
     closure = dependency_closure(wanted)
     assert not closure & {"torch", "transformers", "sentence-transformers"}
@@ -775,10 +869,16 @@ def test_dockerfile_copies_only_paths_in_the_build_context(target: str) -> None:
                 continue
             for source in inst.words()[:-1]:
                 path = source.rstrip("/")
-                assert (ROOT / path).exists(), f"COPY {source}: no such path"
+                if not pending_path(path):
+                    assert (ROOT / path).exists(), f"COPY {source}: no such path"
                 assert not any(path == i or path.startswith(i + "/") for i in ignored), (
                     f"COPY {source}: excluded by .dockerignore"
                 )
+
+
+def pending_path(path: str) -> bool:
+    """The source folder of a service whose code is not in the tree yet."""
+    return any(path == f"services/{name}" for name in PENDING)
 
 
 def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
@@ -828,7 +928,8 @@ def test_tiltfile_builds_every_dockerfile_target_with_its_context() -> None:
         assert (ROOT / b.arg(1, "context") / b.kwargs["dockerfile"]).resolve() == DOCKERFILE
         only = b.kwargs["only"]
         for path in only:
-            assert (ROOT / path).exists(), f"{target}: only={path} does not exist"
+            if not pending_path(path):
+                assert (ROOT / path).exists(), f"{target}: only={path} does not exist"
         for stage in df.deps(target):
             for inst in df.stages[stage].all("COPY"):
                 if "from" not in inst.flags:
@@ -871,5 +972,7 @@ def test_tiltfile_resources_forward_ports_and_are_labelled() -> None:
             local, remote = (int(p) for p in str(forward).split(":"))
             assert local == remote and port_number(c, remote) == remote
     for service in SERVICES:
+        if service in PENDING:
+            continue
         for port in (grpc_port(service), *http_ports(service)):
             assert f"{port}:{port}" in resources[service].kwargs["port_forwards"]
