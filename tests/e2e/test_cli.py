@@ -22,6 +22,7 @@ def test_status_reports_every_component_ready(platform: Platform) -> None:
         "retrieval",
         "inference",
         "gateway",
+        "analytics",
     }
     assert all(c["ready"] and c["pid"] for c in report["components"].values())
 
