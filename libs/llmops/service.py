@@ -104,7 +104,9 @@ class ServiceApp:
             max_deliver=self.settings.max_deliver,
             ack_wait_s=self.settings.ack_wait_s,
         )
-        stage = Stage(self.name, consumer, handler, lambda: self.js, opts, on_dead_letter)
+        stage = Stage(
+            self.name, consumer, handler, lambda: self.js, opts, on_dead_letter, self._client
+        )
         self.stages.append(stage)
         return stage
 
@@ -113,6 +115,11 @@ class ServiceApp:
 
     def on_shutdown(self, hook: Hook) -> None:
         self._shutdown.append(hook)
+
+    def _client(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("not connected to NATS yet")
+        return self._nc
 
     @property
     def js(self) -> JetStreamContext:

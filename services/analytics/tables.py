@@ -59,6 +59,8 @@ class EventTable:
 
 
 def _interaction(e: events_pb2.InteractionEvent) -> Row:
+    usage = e.usage
+    citations = e.citations
     return (
         _millis(e.time),
         e.tenant,
@@ -72,15 +74,15 @@ def _interaction(e: events_pb2.InteractionEvent) -> Row:
         list(e.failed_targets),
         e.prompt,
         e.prompt_version,
-        _count(e.usage.input_tokens),
-        _count(e.usage.output_tokens),
+        _count(usage.input_tokens),
+        _count(usage.output_tokens),
         e.time_to_first_token_ms,
         e.total_ms,
         e.overhead_ms,
         {s.step: s.ms for s in e.steps},
         _CACHE.get(e.cache, "unspecified"),
-        [c.doc_id for c in e.citations],
-        [c.chunk_id for c in e.citations],
+        [c.doc_id for c in citations],
+        [c.chunk_id for c in citations],
         e.status,
         e.error,
         e.streamed,

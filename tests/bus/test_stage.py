@@ -59,6 +59,7 @@ async def run_stage(
         lambda: js,
         options or StageOptions(max_deliver=3, backoff_s=(0.1,), fetch_timeout_s=0.2),
         recorder.on_dead_letter,
+        lambda: js._nc,  # bulk pulls (linger_s) publish their own pull requests
     )
     letters: list[events_pb2.DeadLetter] = []
 
