@@ -73,6 +73,7 @@ bench: setup
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/chat.py
+	$(BIN)/python bench/analytics.py
 
 clean:
 	rm -rf $(VENV) .cache models deploy/triton/models/*/python_env .llmops .pytest_cache .mypy_cache .ruff_cache libs/llmops/v1 $(NODE_CLIENT)/node_modules

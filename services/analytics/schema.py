@@ -110,6 +110,8 @@ def apply_retention(client: Client, raw_days: int, rollup_days: int) -> None:
     wanted.update({table: (column, rollup_days) for table, column in ROLLUPS.items()})
     for table, (column, days) in wanted.items():
         engine = engines.get(table, "")
+        if "MergeTree" not in engine:  # a cluster's Distributed table: TTLs live on local tables
+            continue
         ttl = f"TTL {column} + toIntervalDay({days})"
         if days and ttl not in engine:
             client.command(f"ALTER TABLE {table} MODIFY TTL {column} + INTERVAL {days} DAY")

@@ -125,10 +125,10 @@ async def test_cost_per_tenant_per_day(loaded: AnalyticsProcess, analyst_key: st
 
 async def test_top_prompts(loaded: AnalyticsProcess, analyst_key: str) -> None:
     rows = await _rows(loaded, analyst_key, "top 10 most expensive prompts")
-    assert [[p, v, str(Decimal(c).normalize()), n] for p, v, c, n in rows] == [
-        ["sales", "1", "4", 3],
-        ["default", "1", "1", 1],
-        ["support", "2", "0.875", 3],
+    assert [[p, v, cur, str(Decimal(c).normalize()), n] for p, v, cur, c, n in rows] == [
+        ["sales", "1", "USD", "4", 3],
+        ["default", "1", "USD", "1", 1],
+        ["support", "2", "USD", "0.875", 3],
     ]
 
 

@@ -78,3 +78,15 @@ def test_retention_follows_the_settings(ch: Client) -> None:
     apply_retention(ch, raw_days=0, rollup_days=400)
     assert " TTL " not in _engine(ch, "interactions")
     assert "TTL hour + toIntervalDay(400)" in _engine(ch, "latency_hourly")
+
+
+def test_retention_leaves_tables_that_are_not_merge_trees_alone(ch: Client) -> None:
+    """On a cluster the names are Distributed tables; their TTLs live on the local tables."""
+    ch.command("RENAME TABLE feedback TO feedback_local")
+    ch.command(
+        "CREATE TABLE feedback AS feedback_local "
+        "ENGINE = Merge(currentDatabase(), '^feedback_local$')"
+    )
+    apply_retention(ch, raw_days=30, rollup_days=0)  # no ALTER on the Merge table: no error
+    assert "TTL" not in _engine(ch, "feedback")
+    assert "TTL toDateTime(time) + toIntervalDay(30)" in _engine(ch, "interactions")

@@ -2,12 +2,14 @@
 -- sum()/quantilesMerge() and GROUP BY: the answer is right before and after
 -- background merges, so no FINAL is needed.
 
--- Tokens and cost per tenant x model x day, from priced usage events.
+-- Tokens and cost per tenant x model x prompt version x day, from priced usage events.
 CREATE TABLE IF NOT EXISTS usage_daily
 (
     day                 Date,
     tenant              LowCardinality(String),
     model               LowCardinality(String),
+    prompt              LowCardinality(String),
+    prompt_version      LowCardinality(String),
     currency            LowCardinality(String),
     requests            UInt64,
     unpriced_requests   UInt64,
@@ -19,13 +21,15 @@ CREATE TABLE IF NOT EXISTS usage_daily
 )
 ENGINE = SummingMergeTree
 PARTITION BY toYYYYMM(day)
-ORDER BY (tenant, day, model, currency);
+ORDER BY (tenant, day, model, prompt, prompt_version, currency);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_daily_mv TO usage_daily AS
 SELECT
     toDate(time) AS day,
     tenant,
     model,
+    prompt,
+    prompt_version,
     currency,
     count() AS requests,
     countIf(NOT priced) AS unpriced_requests,
@@ -35,7 +39,7 @@ SELECT
     sum(reasoning_tokens) AS reasoning_tokens,
     toDecimal128(sum(cost), 9) AS cost
 FROM usage
-GROUP BY day, tenant, model, currency;
+GROUP BY day, tenant, model, prompt, prompt_version, currency;
 
 -- Latency and time to first token per tenant x model x hour, from answered
 -- requests the model actually ran (cache hits excluded).
