@@ -29,9 +29,7 @@ import json
 import os
 import random
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,17 +40,16 @@ BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-import grpc  # noqa: E402
 import nats  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from nats.js import JetStreamContext  # noqa: E402
-from tests.support import free_port, nats_server  # noqa: E402
+from tests.analytics.service import AnalyticsProcess  # noqa: E402
+from tests.support import nats_server  # noqa: E402
 
 import procs  # noqa: E402
 from analytics_queries import README_QUERIES  # noqa: E402
 from llmops.apikeys import KeyAdmin  # noqa: E402
 from llmops.bus.topology import EVENTS_STREAM, INTERACTION_EVENTS, ensure_topology  # noqa: E402
-from llmops.v1 import analytics_pb2, analytics_pb2_grpc, events_pb2, gateway_pb2  # noqa: E402
+from llmops.v1 import events_pb2, gateway_pb2  # noqa: E402
 
 MIGRATION = ROOT / "deploy" / "clickhouse" / "migrations" / "0001_event_tables.sql"
 DB = "llmops"
@@ -199,81 +196,9 @@ class EventMaker:
 
 
 # -- processes and clients -----------------------------------------------------------------
-class Service:
-    """`python -m analytics` as a subprocess, with its gRPC channel."""
-
-    def __init__(self, nats_url: str, data_dir: Path, extra_env: dict[str, str] | None = None):
-        self.addr = f"127.0.0.1:{free_port()}"
-        self.env = {
-            **os.environ,
-            "LLMOPS_NATS_URL": nats_url,
-            "LLMOPS_DATA_DIR": str(data_dir),
-            "LLMOPS_ANALYTICS_ADDR": self.addr,
-            "LLMOPS_ANALYTICS_METRICS_PORT": str(free_port()),
-            "LLMOPS_LOG_LEVEL": "WARNING",
-            "NO_COLOR": "1",
-            **(extra_env or {}),
-        }
-        self.log_path = data_dir / f"analytics-{int(time.time() * 1000)}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started = 0.0
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "analytics"],
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        self.channel = grpc.aio.insecure_channel(self.addr)
-        self.stub = analytics_pb2_grpc.AnalyticsStub(self.channel)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    async def wait_serving(self, timeout_s: float = 120) -> float:
-        """Seconds from spawn until gRPC health says SERVING."""
-        health = health_pb2_grpc.HealthStub(self.channel)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"analytics exited:\n{self.log_path.read_text()[-4000:]}")
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return time.perf_counter() - self.started
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"analytics not SERVING:\n{self.log_path.read_text()[-4000:]}")
-
-    async def query(self, key: str, sql: str, **params: str) -> analytics_pb2.QueryReply:
-        return await self.stub.Query(
-            analytics_pb2.QueryRequest(sql=sql, parameters=params),
-            metadata=(("authorization", f"Bearer {key}"),),
-            timeout=60,
-        )
-
-    async def scalar(self, key: str, sql: str, **params: str) -> float:
-        reply = await self.query(key, sql, **params)
-        value = reply.rows[0].values[0]
-        return float(value.string_value or value.number_value)
-
-    async def stop(self) -> None:
-        await self.channel.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+async def stop(service: AnalyticsProcess) -> None:
+    service.stop()
+    await service.close()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -302,7 +227,7 @@ async def prepublish(js: JetStreamContext, n: int, now_ms: int) -> float:
 
 async def throughput(
     nats_url: str, data_dir: Path, n: int
-) -> tuple[dict[str, float], Service, str]:
+) -> tuple[dict[str, float], AnalyticsProcess, str]:
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await ensure_topology(js)
@@ -320,9 +245,9 @@ async def throughput(
         raise SystemExit(f"the stream holds {stored} messages, not {n}")
     await nc.close()
 
-    service = Service(nats_url, data_dir)
+    service = AnalyticsProcess(nats_url, data_dir, LLMOPS_LOG_LEVEL="WARNING")
     service.start()
-    ready_s = await service.wait_serving()
+    ready_s = await service.wait_healthy(timeout_s=120)
     t0 = time.perf_counter()
     cpu0 = procs.cpu_s(service.pid)
     print(f"  analytics SERVING {ready_s:.1f}s after spawn; counting rows...")
@@ -365,18 +290,20 @@ async def throughput(
     return result, service, key
 
 
-async def wait_count(service: Service, key: str, where: str, n: int, **params: str) -> None:
+async def wait_count(
+    service: AnalyticsProcess, key: str, where: str, n: int, **params: str
+) -> None:
     """Until `SELECT count() FROM interactions WHERE <where>` reaches n."""
     sql = f"SELECT count() FROM interactions WHERE {where}"
     while True:
-        if await service.scalar(key, sql, **params) >= n:
+        if await service.scalar(key, sql, parameters=params) >= n:
             return
         await asyncio.sleep(0.1)
 
 
 # -- 2. lag ----------------------------------------------------------------------------------
 async def steady_lag(
-    service: Service, key: str, nats_url: str, rate: int, seconds: float
+    service: AnalyticsProcess, key: str, nats_url: str, rate: int, seconds: float
 ) -> dict[str, float]:
     nc = await nats.connect(nats_url)
     maker = EventMaker(seed=rate)
@@ -397,9 +324,7 @@ async def steady_lag(
                     key,
                     "SELECT count() FROM interactions WHERE tenant = {t:String} "
                     "AND time = fromUnixTimestamp64Milli({ms:Int64}) AND event_id = {id:String}",
-                    t=e.tenant,
-                    ms=str(sent_ms),
-                    id=e.event_id,
+                    parameters={"t": e.tenant, "ms": str(sent_ms), "id": e.event_id},
                 )
                 if n:
                     probes.append(time.time() * 1000 - sent_ms)
@@ -432,7 +357,7 @@ async def steady_lag(
         "SELECT quantiles(0.5, 0.95, 0.99)(lag), max(lag), count() FROM (SELECT "
         "toUnixTimestamp64Milli(inserted_at) - toUnixTimestamp64Milli(time) AS lag "
         "FROM interactions WHERE key_id = {k:String})",
-        k=marker,
+        parameters={"k": marker},
     )
     row = reply.rows[0].values
     q = [v.number_value for v in row[0].list_value.values]
@@ -642,9 +567,9 @@ async def query_latency(
     nc = await nats.connect(nats_url)
     key = (await KeyAdmin(nc.jetstream()).create_key("bench", "q", all_tenants_analytics=True)).key
     await nc.close()
-    service = Service(nats_url, data_dir)
+    service = AnalyticsProcess(nats_url, data_dir, LLMOPS_LOG_LEVEL="WARNING")
     service.start()
-    await service.wait_serving()
+    await service.wait_healthy(timeout_s=120)
     results = []
     try:
         for q in README_QUERIES:
@@ -675,7 +600,7 @@ async def query_latency(
                 f"x{r['ratio']:.2f}  rows {r['rows']}/{r['bare_rows']}"
             )
     finally:
-        await service.stop()
+        await stop(service)
         bare.close()
     return results
 
@@ -693,7 +618,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
                 for rate in (2000, 200)
             ]
         finally:
-            await service.stop()
+            await stop(service)
         print(f"[3] README queries over {args.rows:,} interactions (median of {args.runs})")
         out["queries"] = await query_latency(
             nats_url, tmp / "data", tmp / "bare", args.rows, args.runs

@@ -28,6 +28,7 @@ data directory and port, to simulate a ClickHouse outage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import importlib
 import json
@@ -42,6 +43,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -97,7 +99,6 @@ _STATUS_BY_CODE = {
     497: 403,  # ACCESS_DENIED
     516: 401,  # AUTHENTICATION_FAILED
 }
-_ENCODINGS = ("lz4", "zstd", "gzip", "deflate", "br")
 
 
 class ClickHouseError(Exception):
@@ -123,46 +124,44 @@ def _as_error(ex: Exception) -> ClickHouseError:
     return ClickHouseError(code, text)
 
 
+Codec = tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]  # compress, decompress
+
+
+def _codecs() -> dict[str, Codec]:
+    """The Content-Encodings this stand-in speaks (those importable here)."""
+    codecs: dict[str, Codec] = {
+        "gzip": (gzip.compress, gzip.decompress),
+        "deflate": (zlib.compress, zlib.decompress),
+    }
+    with contextlib.suppress(ImportError):
+        lz4: Any = importlib.import_module("lz4.frame")
+        codecs["lz4"] = (lz4.compress, lz4.decompress)
+    with contextlib.suppress(ImportError):
+        try:
+            zstd: Any = importlib.import_module("compression.zstd")
+        except ImportError:
+            zstd = importlib.import_module("backports.zstd")
+        codecs["zstd"] = (zstd.compress, zstd.decompress)
+    return codecs
+
+
+_CODECS = _codecs()
+
+
 def _decode(data: bytes, encoding: str) -> bytes:
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return data
+    if encoding not in _CODECS:
+        raise ClickHouseError(
+            1, f"Code: 1. DB::Exception: Unknown Content-Encoding {encoding}. (UNSUPPORTED_METHOD)"
+        )
     try:
-        if encoding == "lz4":
-            return bytes(_lz4().decompress(data))
-        if encoding == "zstd":
-            return bytes(_zstd().decompress(data))
-        if encoding == "gzip":
-            return gzip.decompress(data)
-        if encoding == "deflate":
-            return zlib.decompress(data)
-        if encoding == "br":
-            import brotli  # type: ignore[import-not-found, unused-ignore]
-
-            return bytes(brotli.decompress(data))
-    except ImportError as ex:
-        raise ClickHouseError(1, f"Code: 1. DB::Exception: {encoding} unavailable: {ex}") from ex
+        return bytes(_CODECS[encoding][1](data))
     except Exception as ex:
         raise ClickHouseError(
             271, f"Code: 271. DB::Exception: Cannot decompress {encoding} body: {ex}"
         ) from ex
-    raise ClickHouseError(
-        1, f"Code: 1. DB::Exception: Unknown Content-Encoding {encoding}. (UNSUPPORTED_METHOD)"
-    )
-
-
-def _encode(data: bytes, encoding: str) -> bytes:
-    if encoding == "lz4":
-        return bytes(_lz4().compress(data))
-    if encoding == "zstd":
-        return bytes(_zstd().compress(data))
-    if encoding == "gzip":
-        return gzip.compress(data)
-    if encoding == "deflate":
-        return zlib.compress(data)
-    import brotli  # type: ignore[import-not-found, unused-ignore]
-
-    return bytes(brotli.compress(data))
 
 
 def _form_fields(content_type: str, body: bytes, params: dict[str, str]) -> bytes:
@@ -181,35 +180,6 @@ def _form_fields(content_type: str, body: bytes, params: dict[str, str]) -> byte
         if isinstance(name, str) and isinstance(payload, bytes):
             params[name] = payload.decode()
     return b""
-
-
-def _lz4() -> Any:
-    return importlib.import_module("lz4.frame")
-
-
-def _zstd() -> Any:
-    try:
-        from compression import zstd  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        from backports import zstd  # type: ignore[import-not-found, unused-ignore, no-redef]
-    return zstd
-
-
-def _available(encoding: str) -> bool:
-    if encoding == "zstd":
-        try:
-            _zstd()
-        except ImportError:
-            return False
-        return True
-    modules = {"lz4": "lz4.frame", "br": "brotli"}
-    if encoding not in modules:
-        return encoding in ("gzip", "deflate")
-    try:
-        __import__(modules[encoding])
-    except ImportError:
-        return False
-    return True
 
 
 class Engine:
@@ -410,8 +380,8 @@ class Handler(BaseHTTPRequestHandler):
                 for e in self.headers.get("Accept-Encoding", "").split(",")
             ]
             for encoding in accepted:
-                if encoding in _ENCODINGS and _available(encoding):
-                    result = _encode(result, encoding)
+                if encoding in _CODECS:
+                    result = bytes(_CODECS[encoding][0](result))
                     headers["Content-Encoding"] = encoding
                     break
         content_type = (
@@ -466,12 +436,6 @@ def serve(port: int, path: str, host: str = "127.0.0.1") -> None:
         engine.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class ClickHouseHttp:
     """Runs this module as a separate process serving ClickHouse's HTTP interface.
 
@@ -482,6 +446,8 @@ class ClickHouseHttp:
     def __init__(
         self, path: str | Path, port: int | None = None, ready_timeout: float = 30
     ) -> None:
+        from tests.support import free_port  # here: run as a script, this file imports no tests
+
         self.path = Path(path)
         self.port = port or free_port()
         self.ready_timeout = ready_timeout

@@ -19,7 +19,7 @@ from analytics.app import open_database
 from analytics.settings import AnalyticsSettings
 from llmops.apikeys import KeyAdmin
 from llmops.bus.topology import ensure_topology
-from tests.analytics.service import AnalyticsProcess
+from tests.analytics.service import FAST, AnalyticsProcess
 from tests.support import ROOT, nats_server
 
 
@@ -70,9 +70,10 @@ async def analytics(
     nats_url: str, js: JetStreamContext, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[AnalyticsProcess]:
     service = AnalyticsProcess(
-        nats_url, tmp_path_factory.mktemp("analytics"), LLMOPS_ANALYTICS_BATCH_SIZE="1000"
+        nats_url, tmp_path_factory.mktemp("analytics"), LLMOPS_ANALYTICS_BATCH_SIZE="1000", **FAST
     )
     service.start()
     await service.wait_healthy()
     yield service
     service.stop()
+    await service.close()

@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 
 from llmops.bus.topology import DLQ_STREAM
 from tests.analytics.events import interaction, publish
-from tests.analytics.service import AnalyticsProcess
+from tests.analytics.service import FAST, AnalyticsProcess
 from tests.clickhouse_http import ClickHouseHttp
 
 
@@ -45,6 +45,7 @@ async def test_an_outage_holds_events_in_jetstream_and_loses_none(
         tmp_path / "analytics",
         LLMOPS_CLICKHOUSE_URL=clickhouse.url,
         LLMOPS_ANALYTICS_OUTAGE_HOLD_S="1",
+        **FAST,
     )
     service.start()
     try:
@@ -83,3 +84,4 @@ async def test_an_outage_holds_events_in_jetstream_and_loses_none(
         await service.wait_for(analyst_key, count, 350, timeout_s=60)
     finally:
         service.stop()
+        await service.close()

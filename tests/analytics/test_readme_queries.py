@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from llmops.v1 import events_pb2, gateway_pb2
 from tests.analytics.events import document_event, interaction, publish, usage_event
 from tests.analytics.readme import readme_queries
-from tests.analytics.service import AnalyticsProcess
+from tests.analytics.service import FAST, AnalyticsProcess
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 TODAY, YESTERDAY = NOW - dt.timedelta(minutes=1), NOW - dt.timedelta(days=1)
@@ -74,12 +74,13 @@ async def loaded(
     nats_url: str, js: JetStreamContext, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[AnalyticsProcess]:
     """Its own service and database, holding exactly the events above."""
-    service = AnalyticsProcess(nats_url, Path(tmp_path_factory.mktemp("readme")))
+    service = AnalyticsProcess(nats_url, Path(tmp_path_factory.mktemp("readme")), **FAST)
     service.start()
     await service.wait_healthy()
     await publish(js, [*_usage(), *_interactions(), *_documents()])
     yield service
     service.stop()
+    await service.close()
 
 
 async def _rows(service: AnalyticsProcess, key: str, name: str) -> list[list[Any]]:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import nats
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from llmops.apikeys import KeyAdmin, Limits, TenantRecord
 
@@ -34,7 +34,8 @@ async def create_key(
 async def list_keys(nats_url: str, tenant: str | None) -> None:
     async with _admin(nats_url) as admin:
         records = await admin.list_keys(tenant)
-    table = Table("id", "tenant", "name", "created", "req/min", "tokens/min", "SQL sees", "state")
+    table = Table("tenant", "name", "created", "req/min", "tokens/min", "SQL sees", "state")
+    table.columns.insert(0, Column("id", no_wrap=True, min_width=12))  # never cut: it is the handle
     for r in records:
         table.add_row(
             r.key_id,
