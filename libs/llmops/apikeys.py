@@ -10,16 +10,14 @@ trip per request.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NoKeysError
@@ -27,14 +25,11 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmops.bus.topology import API_KEYS_BUCKET, TENANTS_BUCKET
-from llmops.logging import get_logger
+from llmops.kvmirror import KvMirror
 
-log = get_logger(__name__)
 DEFAULT_TENANT = "default"
 _KEY_RE = re.compile(r"^llmops-([0-9a-f]{12})-([A-Za-z0-9_-]{43})$")
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_Apply = Callable[[KeyValue.Entry], None]
-Record = TypeVar("Record", bound=BaseModel)
 
 
 class Limits(BaseModel):
@@ -196,33 +191,15 @@ class KeyAdmin:
 
 
 class KeyDirectory:
-    """The gateway's in-memory view of keys and tenants, kept current by KV watches."""
+    """The in-memory view of keys and tenants, kept current by KV watches."""
 
     def __init__(self) -> None:
-        self._keys: dict[str, KeyRecord] = {}
-        self._tenants: dict[str, TenantRecord] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._keys = KvMirror(API_KEYS_BUCKET, KeyRecord)
+        self._tenants = KvMirror(TENANTS_BUCKET, TenantRecord)
 
     async def start(self, js: JetStreamContext) -> None:
-        """Load both buckets, then follow their changes in the background."""
-        keys = await js.key_value(API_KEYS_BUCKET)
-        tenants = await js.key_value(TENANTS_BUCKET)
-        for kv, apply in (
-            (keys, _applier(self._keys, KeyRecord)),
-            (tenants, _applier(self._tenants, TenantRecord)),
-        ):
-            watcher = await kv.watchall()
-            # The watcher first replays every current value, then None, then live changes.
-            async for entry in watcher:
-                if entry is None:
-                    break
-                apply(entry)
-            self._tasks.append(asyncio.create_task(self._follow(watcher, apply)))
-
-    async def _follow(self, watcher: KeyValue.KeyWatcher, apply: _Apply) -> None:
-        async for entry in watcher:
-            if entry is not None:
-                apply(entry)
+        await self._keys.start(js)
+        await self._tenants.start(js)
 
     def authenticate(self, key: str) -> KeyRecord | None:
         """The record of a valid, unrevoked key; None for anything else."""
@@ -239,22 +216,9 @@ class KeyDirectory:
     def tenant(self, tenant: str) -> TenantRecord:
         return self._tenants.get(tenant) or TenantRecord(tenant=tenant)
 
+    def record(self, key_id: str) -> KeyRecord | None:
+        return self._keys.get(key_id)
+
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        self._tasks.clear()
-
-
-def _applier(table: dict[str, Record], model: type[Record]) -> _Apply:
-    """Apply a KV change (put, delete, purge) to the in-memory copy of a bucket."""
-
-    def apply(entry: KeyValue.Entry) -> None:
-        if entry.operation in ("DEL", "PURGE") or not entry.value:
-            table.pop(entry.key, None)
-            return
-        try:
-            table[entry.key] = model.model_validate_json(entry.value)
-        except ValueError as exc:
-            log.error("apikeys.bad_record", kind=model.__name__, key=entry.key, error=str(exc))
-
-    return apply
+        await self._keys.stop()
+        await self._tenants.stop()

@@ -38,6 +38,7 @@ class CommonSettings(BaseSettings):
     inference_addr: str = "127.0.0.1:50064"
     gateway_addr: str = "127.0.0.1:50065"
     analytics_addr: str = "127.0.0.1:50066"
+    metering_addr: str = "127.0.0.1:50067"
     gateway_http_addr: str = Field(
         "127.0.0.1:8080", description="the gateway's OpenAI-compatible HTTP API"
     )
@@ -69,6 +70,7 @@ class CommonSettings(BaseSettings):
             "inference": self.inference_addr,
             "gateway": self.gateway_addr,
             "analytics": self.analytics_addr,
+            "metering": self.metering_addr,
         }
 
     @property

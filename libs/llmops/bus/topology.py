@@ -34,6 +34,7 @@ USAGE_EVENTS = f"{EVENTS}.usage"  # one priced UsageEvent per request (metering)
 GUARDRAIL_EVENTS = f"{EVENTS}.guardrail"  # GuardrailEvent: one guardrail's verdict
 FEEDBACK_EVENTS = f"{EVENTS}.feedback"  # FeedbackEvent: a judgement of an answer
 EVALUATION_EVENTS = f"{EVENTS}.evaluation"  # EvaluationEvent: an evaluator's score
+BUDGET_EVENTS = f"{EVENTS}.budget"  # BudgetAlertEvent: a budget threshold crossed (metering)
 DLQ = "llmops.dlq"  # .<stage>
 
 
@@ -109,6 +110,7 @@ class Consumer:
     stream: Stream
     durable: str
     filter_subject: str
+    max_ack_pending: int = 20_000
 
     def config(self, ack_wait_s: float) -> ConsumerConfig:
         return ConsumerConfig(
@@ -117,7 +119,7 @@ class Consumer:
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=ack_wait_s,
             max_deliver=-1,
-            max_ack_pending=20_000,
+            max_ack_pending=self.max_ack_pending,
             filter_subject=self.filter_subject,
         )
 
@@ -126,6 +128,12 @@ INGESTION_CONSUMER = Consumer(DOCS_IN_STREAM, "ingestion", "llmops.docs.*")
 EMBEDDING_CONSUMER = Consumer(PIPELINE_STREAM, "embedding", DOCS_CHUNKED)
 RETRIEVAL_CONSUMER = Consumer(PIPELINE_STREAM, "retrieval", DOCS_EMBEDDED)
 ANALYTICS_CONSUMER = Consumer(EVENTS_STREAM, "analytics", f"{EVENTS}.>")
+# Metering's counters remember the interactions they took above the ack floor: few,
+# as no more than one batch may be unacked.
+METERING_BATCH = 256
+METERING_CONSUMER = Consumer(
+    EVENTS_STREAM, "metering", INTERACTION_EVENTS, max_ack_pending=METERING_BATCH
+)
 
 # KV buckets -----------------------------------------------------------------
 DOCUMENT_REGISTRY_BUCKET = "llmops_documents"  # owned by ingestion: tenant.doc -> version, hash
@@ -133,6 +141,10 @@ API_KEYS_BUCKET = "llmops_api_keys"  # key id -> hashed API key record (llmops.a
 TENANTS_BUCKET = "llmops_tenants"  # tenant -> its settings (llmops.apikeys)
 RATE_LIMITS_BUCKET = "llmops_rate_limits"  # key id + window -> units taken (the gateway)
 RESPONSE_CACHE_BUCKET = "llmops_response_cache"  # request digest -> cached answer (the gateway)
+PRICES_BUCKET = "llmops_prices"  # "table" -> the price table, every version (llmops.pricing)
+SPEND_BUCKET = "llmops_spend"  # tenant/key x day/month -> spend (metering writes, gateways read)
+BUDGETS_BUCKET = "llmops_budgets"  # tenant or key -> its budget (llmops.spend)
+SPEND_MAX_AGE_S = 40 * 86400.0  # a month's counter outlives its month
 RATE_LIMIT_WINDOW_MAX_AGE_S = 180.0  # per-minute windows; older ones are no longer read
 RESPONSE_CACHE_MAX_AGE_S = 86400.0  # the longest exact-cache TTL a setting can ask for
 
@@ -174,6 +186,13 @@ BUCKETS = (
         "the gateway's exact response cache",
         max_age_s=RESPONSE_CACHE_MAX_AGE_S,
     ),
+    Bucket(PRICES_BUCKET, "the price table with every version (never rewritten)", history=64),
+    Bucket(
+        SPEND_BUCKET,
+        "spend per tenant and key, per UTC day and month (metering)",
+        max_age_s=SPEND_MAX_AGE_S,
+    ),
+    Bucket(BUDGETS_BUCKET, "budgets per tenant and key"),
 )
 
 
