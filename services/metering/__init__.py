@@ -1,0 +1,1 @@
+"""Metering: every request priced, spend counted per tenant and key, budgets watched."""
