@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.budgets import BudgetGuard
 from gateway.caches import ExactCache
 from gateway.embeddings import EmbeddingsFlow
 from gateway.grpc_api import GatewayServicer
@@ -17,6 +18,7 @@ from llmops.apikeys import KeyDirectory
 from llmops.bus.topology import RATE_LIMITS_BUCKET, RESPONSE_CACHE_BUCKET
 from llmops.grpcutil import lazy_stub
 from llmops.logging import get_logger
+from llmops.pricebook import PriceBook
 from llmops.service import Loaded, ServiceApp
 from llmops.settings import port_of
 from llmops.v1 import (
@@ -50,7 +52,11 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
         inference=lazy_stub(inference_pb2_grpc.InferenceStub, settings.inference_addr),
         embedding=lazy_stub(embedding_pb2_grpc.EmbeddingStub, settings.embedding_addr),
     )
-    pipeline = ChatPipeline(settings, prompts, upstreams, exact_cache, limiter, events)
+    prices = PriceBook()
+    budgets = BudgetGuard()
+    pipeline = ChatPipeline(
+        settings, prompts, upstreams, exact_cache, limiter, events, prices, budgets
+    )
     embeddings = EmbeddingsFlow(upstreams.embedding, limiter, events)
     http = create_http_app(settings, keys, pipeline, embeddings, upstreams.inference)
     runner = web.AppRunner(http, handler_cancellation=True, access_log=None)
@@ -66,6 +72,8 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
         publisher.start()
         events.set(publisher)
         await keys.start(js)
+        await prices.start(js)
+        await budgets.start(js)
         port = port_of(settings.gateway_http_addr)
         await runner.setup()
         await web.TCPSite(runner, settings.bind_host, port).start()
@@ -78,6 +86,8 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
         if publisher is not None:
             await publisher.stop()
         await keys.stop()
+        await prices.stop()
+        await budgets.stop()
 
     app.on_startup(load)
     app.on_shutdown(close)

@@ -351,12 +351,24 @@ def _invalid(message: str) -> GatewayError:
     return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
-def _usage(final: gateway_pb2.ChatFinal) -> dict[str, int]:
-    prompt, completion = final.usage.input_tokens, final.usage.output_tokens
+def _usage(final: gateway_pb2.ChatFinal) -> dict[str, Any]:
+    """OpenAI's usage block, with the token details and the request's cost (`cost`, in the
+    currency's units, as OpenRouter reports it; null when the model has no price)."""
+    usage, cost = final.usage, final.cost
+    prompt, completion = usage.input_tokens, usage.output_tokens
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "cost": cost.nanos / 1e9 if cost.priced else None,
+        "cost_details": {
+            "nanos": cost.nanos,
+            "currency": cost.currency,
+            "priced": cost.priced,
+            "price_version": cost.price_version,
+        },
     }
 
 

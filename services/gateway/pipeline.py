@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import re
 import time
 import uuid
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from gateway.budgets import BudgetGuard
 from gateway.caches import ExactCache, request_digest, semantic_scope
 from gateway.errors import GatewayError, from_rpc_error
 from gateway.interactions import InteractionPublisher, apply_retention
@@ -30,6 +32,7 @@ from gateway.timing import RequestTimer
 from llmops import metrics, tracing
 from llmops.apikeys import KeyRecord, TenantRecord
 from llmops.logging import get_logger
+from llmops.pricebook import PriceBook
 from llmops.service import Loaded
 from llmops.streams import in_batches
 from llmops.v1 import (
@@ -38,6 +41,7 @@ from llmops.v1 import (
     gateway_pb2,
     inference_pb2,
     inference_pb2_grpc,
+    metering_pb2,
     retrieval_pb2,
     retrieval_pb2_grpc,
 )
@@ -107,8 +111,12 @@ class ChatPipeline:
         exact_cache: Loaded[ExactCache],
         limiter: Loaded[RateLimiter],
         events: Loaded[InteractionPublisher],
+        prices: PriceBook,
+        budgets: BudgetGuard,
     ) -> None:
         self._settings = settings
+        self._prices = prices
+        self._budgets = budgets
         self._prompts = prompts
         self._upstreams = upstreams
         self._exact = exact_cache
@@ -126,8 +134,10 @@ class ChatPipeline:
         outcome.final.request_id = call.request_id
         status, error = "CANCELLED", "the caller went away"
         try:
-            async for response in self._answer(call, timer, budget, outcome):
-                yield response
+            async with self._budgets.admit(call.key) as record_cost:
+                async for response in self._answer(call, timer, budget, outcome, arrived):
+                    yield response
+                record_cost(outcome.final.cost)
             status, error = "OK", ""
         except GatewayError as exc:
             status, error = exc.code.name, exc.message
@@ -149,6 +159,7 @@ class ChatPipeline:
         timer: RequestTimer,
         budget: _Budget,
         outcome: _Outcome,
+        arrived: float,
     ) -> AsyncIterator[gateway_pb2.ChatResponse]:
         request = call.request
         question, history = _question(request)
@@ -209,6 +220,11 @@ class ChatPipeline:
         assert done is not None  # _generate ends with the Final or raises
         final.model_used = done.model_used
         final.usage.CopyFrom(done.usage)
+        final.cost.CopyFrom(
+            self._prices.cost(
+                done.model_used, dt.datetime.fromtimestamp(arrived, dt.UTC), done.usage
+            )
+        )
         outcome.failed_targets.extend(done.failed_targets)
         cited = list(done.citations) or _marked(outcome.text, len(hits))
         final.citations.extend(_citation(hits[i], i + 1) for i in cited if 0 <= i < len(hits))
@@ -340,9 +356,11 @@ class ChatPipeline:
         timer: RequestTimer,
         outcome: _Outcome,
     ) -> list[gateway_pb2.ChatResponse]:
-        """A cache hit: the earlier answer, its model and citations; no usage, as no model ran."""
+        """A cache hit: the earlier answer, its model and citations; no usage or cost, as no
+        model ran."""
         final = outcome.final
         final.model_used = reply.final.model_used
+        final.cost.CopyFrom(metering_pb2.Cost(currency="USD", priced=True))
         final.citations.extend(reply.final.citations)
         final.cache = status
         timer.mark_first_token()
@@ -418,6 +436,7 @@ class ChatPipeline:
             prompt=final.prompt,
             prompt_version=final.prompt_version,
             usage=final.usage,
+            cost=final.cost,
             steps=timer.steps(),
             time_to_first_token_ms=timer.ttft_ms,
             total_ms=timer.total_ms,

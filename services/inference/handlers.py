@@ -251,7 +251,10 @@ def _final(
             output_pieces=outcome.pieces,
             time_to_first_token_ms=outcome.first_ms,
             usage=inference_pb2.Usage(
-                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
             ),
             failed_targets=failures,
         )

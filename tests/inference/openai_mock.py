@@ -38,7 +38,8 @@ class OpenAIMock:
     # "stall_after_first": one piece, then nothing; "endless": pieces until the client leaves.
     mode: str = "ok"
     gap_s: float = 0.0
-    usage: dict[str, int] | None = None  # {"prompt_tokens": n, "completion_tokens": m}
+    # {"prompt_tokens": n, "completion_tokens": m, maybe "prompt_tokens_details": {...}}
+    usage: dict[str, Any] | None = None
     fail_first: int = 0
     keep_alive: bool = False
     accepted: int = 0  # connections accepted so far
@@ -119,7 +120,8 @@ class OpenAIMock:
         await self._event(writer, _chunk({}, finish_reason="stop"))
         options = received.body.get("stream_options") or {}
         if self.usage is not None and options.get("include_usage"):
-            usage = {**self.usage, "total_tokens": sum(self.usage.values())}
+            total = self.usage["prompt_tokens"] + self.usage["completion_tokens"]
+            usage = {**self.usage, "total_tokens": total}
             await self._event(writer, _chunk(None, usage=usage))
         await self._event(writer, "[DONE]")
         writer.write(b"0\r\n\r\n")
@@ -136,7 +138,7 @@ class OpenAIMock:
 def _chunk(
     delta: dict[str, Any] | None,
     finish_reason: str | None = None,
-    usage: dict[str, int] | None = None,
+    usage: dict[str, Any] | None = None,
 ) -> str:
     """A chat.completion.chunk; no delta: the usage-only chunk (empty choices)."""
     choices = (

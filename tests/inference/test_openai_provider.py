@@ -279,3 +279,17 @@ def test_sse_parser_gives_the_same_events_however_the_body_is_split() -> None:
         parser = SSEParser()
         events = [e for i in range(0, len(body), size) for e in parser.feed(body[i : i + size])]
         assert events + parser.close() == expected, size
+
+
+async def test_reported_usage_keeps_the_cached_and_reasoning_parts(
+    provider: OpenAIProvider,
+) -> None:
+    usage = {
+        "prompt_tokens": 1200,
+        "completion_tokens": 300,
+        "prompt_tokens_details": {"cached_tokens": 1024},
+        "completion_tokens_details": {"reasoning_tokens": 256},
+    }
+    async with serve(PIECES, usage=usage) as mock:
+        *_, done = await collect(provider, target(mock.base_url))
+    assert done == Done((), Usage(1200, 300, 1024, 256))

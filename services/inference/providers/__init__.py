@@ -23,6 +23,8 @@ class Usage:
 
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int = 0  # part of input_tokens (an upstream's prompt cache)
+    reasoning_tokens: int = 0  # part of output_tokens
 
 
 @dataclass(frozen=True)

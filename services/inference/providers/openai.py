@@ -278,13 +278,21 @@ def parse_chunk(data: str) -> tuple[str, Usage | None]:
 
 
 def _usage(value: Any) -> Usage | None:
-    """OpenAI's `usage` object (`prompt_tokens`, `completion_tokens`); None if absent or odd."""
+    """OpenAI's `usage` object (`prompt_tokens`, `completion_tokens`, and the cached and
+    reasoning parts in `*_tokens_details`); None if absent or odd."""
     if not isinstance(value, dict):
         return None
     prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
-    return Usage(prompt, completion)
+    cached = _detail(value, "prompt_tokens_details", "cached_tokens")
+    reasoning = _detail(value, "completion_tokens_details", "reasoning_tokens")
+    return Usage(prompt, completion, min(cached, prompt), min(reasoning, completion))
+
+
+def _detail(usage: dict[str, Any], details: str, name: str) -> int:
+    value = (usage.get(details) or {}).get(name) if isinstance(usage.get(details), dict) else 0
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 async def _error_text(response: aiohttp.ClientResponse, timeout_s: float) -> str:
