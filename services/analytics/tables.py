@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmops.bus.stage import PoisonMessage
 from llmops.bus.topology import (
+    BUDGET_EVENTS,
     DOCUMENT_EVENTS,
     EVALUATION_EVENTS,
     FEEDBACK_EVENTS,
@@ -165,6 +166,21 @@ def _feedback(e: events_pb2.FeedbackEvent) -> Row:
     )
 
 
+def _budget_alert(e: events_pb2.BudgetAlertEvent) -> Row:
+    return (
+        _millis(e.time),
+        e.tenant,
+        e.event_id,
+        e.key_id,
+        e.period,
+        e.period_start,
+        e.threshold,
+        Decimal(e.spend_nanos) * _NANO,
+        Decimal(e.limit_nanos) * _NANO,
+        e.currency,
+    )
+
+
 def _evaluation(e: events_pb2.EvaluationEvent) -> Row:
     return (
         _millis(e.time),
@@ -300,13 +316,37 @@ EVALUATIONS = EventTable(
     ),
     _evaluation,
 )
-EVENT_TABLES = (INTERACTIONS, DOCUMENTS, USAGE, GUARDRAIL_VERDICTS, FEEDBACK, EVALUATIONS)
+BUDGET_ALERTS = EventTable(
+    "budget_alerts",
+    events_pb2.BudgetAlertEvent,
+    (
+        *_KEY,
+        "key_id",
+        "period",
+        "period_start",
+        "threshold",
+        "spend",
+        "limit_amount",
+        "currency",
+    ),
+    _budget_alert,
+)
+EVENT_TABLES = (
+    INTERACTIONS,
+    DOCUMENTS,
+    USAGE,
+    GUARDRAIL_VERDICTS,
+    FEEDBACK,
+    EVALUATIONS,
+    BUDGET_ALERTS,
+)
 _BY_SUBJECT = {
     INTERACTION_EVENTS: INTERACTIONS,
     USAGE_EVENTS: USAGE,
     GUARDRAIL_EVENTS: GUARDRAIL_VERDICTS,
     FEEDBACK_EVENTS: FEEDBACK,
     EVALUATION_EVENTS: EVALUATIONS,
+    BUDGET_EVENTS: BUDGET_ALERTS,
 }
 _DOCUMENT_PREFIX = DOCUMENT_EVENTS + "."
 
