@@ -110,6 +110,17 @@ def ingest(
     sys.exit(code)
 
 
+def _local_key(settings: CommonSettings, state: PlatformState, tenant: str | None) -> str:
+    """LLMOPS_API_KEY, else the tenant's local key, else the local all-tenants key."""
+    from .localkey import ensure_local_key
+
+    return os.environ.get("LLMOPS_API_KEY") or asyncio.run(
+        ensure_local_key(
+            state.nats_url, settings.data_dir, _tenant(tenant or "default"), analyst=tenant is None
+        )
+    )
+
+
 @cli.command()
 @click.argument("query")
 @click.option("--tenant", default="default", show_default=True)
@@ -169,13 +180,10 @@ def chat(
     The key is LLMOPS_API_KEY if set, else the tenant's local key (made on first use).
     """
     from .chat import run_chat
-    from .localkey import ensure_local_key
 
     settings = _settings()
     state = _running_state(settings)
-    key = os.environ.get("LLMOPS_API_KEY") or asyncio.run(
-        ensure_local_key(state.nats_url, settings.data_dir, _tenant(tenant))
-    )
+    key = _local_key(settings, state, tenant)
     sys.exit(
         asyncio.run(
             run_chat(
@@ -212,24 +220,135 @@ def sql(
     The key is LLMOPS_API_KEY if set, else a local key: the tenant's with --tenant,
     otherwise the local analyst key, which sees every tenant.
     """
-    from .localkey import ensure_local_key
     from .sql import run_sql
 
     settings = _settings()
     state = _running_state(settings)
-    key = os.environ.get("LLMOPS_API_KEY") or asyncio.run(
-        ensure_local_key(
-            state.nats_url,
-            settings.data_dir,
-            _tenant(tenant or "default"),
-            analyst=tenant is None,
-        )
-    )
+    key = _local_key(settings, state, tenant)
     sys.exit(
         asyncio.run(
             run_sql(state.grpc["analytics"], key, query, _pairs(params), output, max_rows, timeout)
         )
     )
+
+
+@cli.command()
+@click.option("--tenant", default="", help="one tenant (default: every tenant)")
+@click.option("--key", "key_id", default="", help="one API key's id")
+@click.option("--period", type=click.Choice(["day", "month"]), default="day", show_default=True)
+@click.option("--reconcile", is_flag=True, help="beside the same sums from ClickHouse")
+def usage(tenant: str, key_id: str, period: str, reconcile: bool) -> None:
+    """Spend, budget, requests and tokens of the current UTC day or month."""
+    from .metering import run_usage
+
+    settings = _settings()
+    state = _running_state(settings)
+    key = _local_key(settings, state, None)
+    sys.exit(
+        asyncio.run(
+            run_usage(
+                state.grpc["metering"],
+                state.grpc["analytics"],
+                key,
+                tenant,
+                key_id,
+                period,
+                reconcile,
+            )
+        )
+    )
+
+
+@cli.group()
+def budget() -> None:
+    """Spend limits per tenant or key: hard limits refuse requests, alerts warn before."""
+
+
+@budget.command("set")
+@click.option("--tenant", default="", help="the tenant's budget")
+@click.option("--key", "key_id", default="", help="one API key's budget (by its id)")
+@click.option("--daily", default="0", help="daily limit in the currency, e.g. 5 or 0.25 (0: none)")
+@click.option("--monthly", default="0", help="monthly limit (0: none)")
+@click.option("--alert-at", default="0.8", show_default=True, help="fractions, comma-separated")
+@click.option("--currency", default="USD", show_default=True)
+def budget_set(
+    tenant: str, key_id: str, daily: str, monthly: str, alert_at: str, currency: str
+) -> None:
+    """Set a budget (limits of 0 clear it); requests are refused once a limit is spent."""
+    from llmops.v1 import metering_pb2
+
+    from .metering import run_budget_set
+
+    if bool(tenant) == bool(key_id):
+        raise click.BadParameter("give --tenant or --key")
+    settings = _settings()
+    state = _running_state(settings)
+    request = metering_pb2.Budget(
+        tenant=tenant,
+        key_id=key_id,
+        currency=currency,
+        daily_limit_nanos=_nanos(daily),
+        monthly_limit_nanos=_nanos(monthly),
+        alert_at=[float(a) for a in alert_at.split(",") if a.strip()],
+    )
+    key = _local_key(settings, state, None)
+    sys.exit(asyncio.run(run_budget_set(state.grpc["metering"], key, request)))
+
+
+@budget.command("list")
+@click.option("--tenant", default="", help="only this tenant's budgets")
+def budget_list(tenant: str) -> None:
+    """Every budget."""
+    from .metering import run_budget_list
+
+    settings = _settings()
+    state = _running_state(settings)
+    sys.exit(
+        asyncio.run(
+            run_budget_list(state.grpc["metering"], _local_key(settings, state, None), tenant)
+        )
+    )
+
+
+@cli.group()
+def prices() -> None:
+    """The price table: every model's prices, each from its effective time."""
+
+
+@prices.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--effective",
+    default="",
+    help="when they apply (ISO 8601, UTC); default: the next minute (history is never rewritten)",
+)
+def prices_import(path: Path, effective: str) -> None:
+    """Add prices from LiteLLM's model_prices_and_context_window.json or a prices YAML."""
+    import datetime as dt
+
+    from llmops.pricing import PriceError
+
+    from .metering import run_prices_import
+
+    now = dt.datetime.now(dt.UTC)
+    when = (
+        dt.datetime.fromisoformat(effective).astimezone(dt.UTC)
+        if effective
+        else now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    )
+    try:
+        sys.exit(asyncio.run(run_prices_import(_running_state(_settings()).nats_url, path, when)))
+    except PriceError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@prices.command("list")
+@click.option("--model", default="", help="only models whose name contains this")
+def prices_list(model: str) -> None:
+    """Every entry of the price table."""
+    from .metering import run_prices_list
+
+    sys.exit(asyncio.run(run_prices_list(_running_state(_settings()).nats_url, model)))
 
 
 @cli.group()
@@ -310,6 +429,18 @@ def _tenant(tenant: str) -> str:
         return check_tenant(tenant)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _nanos(amount: str) -> int:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:
+        raise click.BadParameter(f"{amount!r} is not an amount") from None
+    if value < 0:
+        raise click.BadParameter("limits are not negative")
+    return int(value * 1_000_000_000)
 
 
 def _pairs(items: tuple[str, ...]) -> dict[str, str]:

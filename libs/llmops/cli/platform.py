@@ -23,7 +23,15 @@ from llmops.triton import TritonRuntime, install_model_env, install_runtime, wai
 
 from .supervisor import ProcessSpec
 
-SERVICES = ("ingestion", "embedding", "retrieval", "inference", "gateway", "analytics")
+SERVICES = (
+    "ingestion",
+    "embedding",
+    "retrieval",
+    "inference",
+    "gateway",
+    "analytics",
+    "metering",
+)
 STATE_FILE = "platform.json"
 
 
