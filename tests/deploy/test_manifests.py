@@ -72,9 +72,10 @@ SERVICE_SETTINGS: dict[str, type[CommonSettings] | None] = {
     "retrieval": RetrievalSettings,
     "inference": InferenceSettings,
     "gateway": GatewaySettings,
-    # services/analytics/ lands separately from its deployment files: until it does,
+    # A service's code may land separately from its deployment files: until it does,
     # the checks that need its code (settings, extra, sources) skip it, the rest run.
     "analytics": _settings("analytics", "AnalyticsSettings"),
+    "metering": _settings("metering", "MeteringSettings"),
 }
 SERVICES = tuple(SERVICE_SETTINGS)
 # Services whose code is not in the tree yet (see SERVICE_SETTINGS).
@@ -85,11 +86,14 @@ HTTP_ADDRS = {"gateway": "gateway_http_addr"}
 IMAGE_FILES = {
     "inference": ("LLMOPS_ROUTES_FILE", "routes_file", "deploy/inference/routes.yaml"),
     "gateway": ("LLMOPS_PROMPTS_FILE", "prompts_file", "deploy/gateway/prompts.yaml"),
+    "metering": ("LLMOPS_PRICES_FILE", "prices_file", "deploy/metering/prices.yaml"),
 }
 # Deployments autoscaled in production (an HPA); each has a budget.
 SCALED_OUT = ("ingestion", "embedding", "inference", "gateway")
-# Deployments with more than one replica: each has a budget too.
-BUDGETED = (*SCALED_OUT, "analytics")
+# Deployments with more than one replica (not autoscaled: they share one durable
+# consumer, so more replicas add availability, not throughput): each has a budget too.
+SINGLE_CONSUMER = ("analytics", "metering")
+BUDGETED = (*SCALED_OUT, *SINGLE_CONSUMER)
 INFRA = ("nats", "triton")
 PRODUCTION_ONLY = ("qdrant",)
 NATS_CONFIG = "nats-config"
@@ -271,6 +275,7 @@ def test_overlays_render_the_platform(overlay: str) -> None:
         ("Deployment", "inference"),
         ("Deployment", "gateway"),
         ("Deployment", "analytics"),
+        ("Deployment", "metering"),
         ("Deployment", "triton"),
         *(("Service", name) for name in (*SERVICES, "triton")),
         *(("ServiceAccount", name) for name in (*SERVICES, *INFRA)),
@@ -643,6 +648,29 @@ def test_analytics_image_carries_the_migrations_where_the_service_reads_them() -
     assert sorted((ROOT / migrations).glob("*.sql")), f"{migrations}: no migrations"
 
 
+# -- metering --------------------------------------------------------------------
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_metering_keeps_its_state_in_nats_only(overlay: str) -> None:
+    """No database and no volume of its own: spend counters and prices live in NATS KV."""
+    objs = rendered(overlay)
+    c = container(objs, "metering")
+    env = env_of(objs, c)
+    assert not {k for k in env if "CLICKHOUSE" in k or "QDRANT" in k}
+    assert [m["mountPath"] for m in c.get("volumeMounts", [])] == ["/tmp"]
+    assert "metering" not in {
+        h["spec"]["scaleTargetRef"]["name"] for h in objs if h["kind"] == "HorizontalPodAutoscaler"
+    }, "replicas share one durable consumer and apply it in order: more are not faster"
+    replicas = find(objs, "Deployment", "metering")["spec"]["replicas"]
+    if overlay == "local":
+        assert replicas == 1
+    else:
+        assert replicas > 1, "a second replica takes over the consumer and the API"
+        pdb = find(objs, "PodDisruptionBudget", "metering")
+        assert pdb["spec"]["selector"]["matchLabels"] == {"app": "metering"}
+    settings = settings_of("metering")
+    assert not Path(default(settings, "prices_file")).is_absolute(), "from the image's WORKDIR"
+
+
 # -- Triton --------------------------------------------------------------------
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_triton_serves_its_model_repository(overlay: str) -> None:
@@ -802,8 +830,8 @@ def dependency_closure(requirements: list[str]) -> set[str]:
 def test_no_service_image_pulls_in_torch(service: str) -> None:
     settings_of(service)  # the extra comes with the service's code
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    if service == "analytics" and service not in project["optional-dependencies"]:
-        pytest.skip("pyproject.toml has no analytics extra yet")
+    if service not in project["optional-dependencies"]:
+        pytest.skip(f"pyproject.toml has no {service} extra yet")
     wanted = project["dependencies"] + project["optional-dependencies"][service]
     closure = dependency_closure(wanted)
     assert not closure & {"torch", "transformers", "sentence-transformers"}
@@ -841,14 +869,15 @@ def test_ingestion_image_carries_the_tokenizer_where_the_service_reads_it() -> N
 def test_service_images_carry_their_files_where_the_service_reads_them(
     overlay: str, service: str
 ) -> None:
-    """inference's routes file, the gateway's prompts file: in the image, at the configured path."""
+    """inference's routes, the gateway's prompts, metering's prices: in the image, where read."""
     df = dockerfile()
     var, setting, source = IMAGE_FILES[service]
+    settings = settings_of(service)
     env = env_of(rendered(overlay), container(rendered(overlay), service))
-    configured = Path(env.get(var) or default(SERVICE_SETTINGS[service], setting))
+    configured = Path(env.get(var) or default(settings, setting))
     wanted = str(Path(df.workdir(service)) / configured)  # a relative path: from WORKDIR
     # The settings' default also finds it (the image run without the manifests).
-    default_path = str(Path(df.workdir(service)) / default(SERVICE_SETTINGS[service], setting))
+    default_path = str(Path(df.workdir(service)) / default(settings, setting))
     copied = {(tuple(sources), dest) for sources, dest, frm in df.copies(service) if frm is None}
     assert ((source,), wanted) in copied
     assert ((source,), default_path) in copied
