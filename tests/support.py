@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -14,6 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
+from llmops.grpcutil import channel, check_health
 from llmops.natsserver import NatsServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,6 +141,8 @@ def platform_env(data_dir: Path, triton: bool) -> dict[str, str]:
         LLMOPS_GATEWAY_METRICS_PORT=str(free_port()),
         LLMOPS_ANALYTICS_ADDR=f"127.0.0.1:{free_port()}",
         LLMOPS_ANALYTICS_METRICS_PORT=str(free_port()),
+        LLMOPS_METERING_ADDR=f"127.0.0.1:{free_port()}",
+        LLMOPS_METERING_METRICS_PORT=str(free_port()),
         LLMOPS_TRITON_ENABLED="true" if triton else "false",
         LLMOPS_TRITON_GRPC_ADDR=f"127.0.0.1:{free_port()}",
         LLMOPS_TRITON_HTTP_PORT=str(free_port()),
@@ -183,3 +189,77 @@ def run_platform(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class ServiceProcess:
+    """One service (`python -m <name>`) as its own process on free ports, against a NATS."""
+
+    def __init__(self, name: str, nats_url: str, data_dir: Path, **env: str) -> None:
+        self.name = name
+        self.addr = f"127.0.0.1:{free_port()}"
+        self.data_dir = data_dir
+        self.log_path = data_dir / f"{name}.log"
+        upper = name.upper()
+        self.env = {
+            **os.environ,
+            "LLMOPS_NATS_URL": nats_url,
+            "LLMOPS_DATA_DIR": str(data_dir),
+            f"LLMOPS_{upper}_ADDR": self.addr,
+            f"LLMOPS_{upper}_METRICS_PORT": str(free_port()),
+            "LLMOPS_LOG_FORMAT": "console",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._channel: grpc.aio.Channel | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """One channel, kept (latency is measured through it)."""
+        if self._channel is None:
+            self._channel = channel(self.addr)
+        return self._channel
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.name],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def wait_healthy(self, healthy: bool = True, timeout_s: float = 60) -> float:
+        """Until readiness is `healthy`; the seconds it took."""
+        started = time.monotonic()
+        while await check_health(self.addr) != healthy:
+            assert self.proc is not None and self.proc.poll() is None, self.log()[-3000:]
+            if time.monotonic() > started + timeout_s:
+                raise TimeoutError(f"{self.name} healthy != {healthy}\n{self.log()[-3000:]}")
+            await asyncio.sleep(0.05)
+        return time.monotonic() - started
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None

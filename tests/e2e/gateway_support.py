@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
+import httpx
 import nats
+import openai
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from llmops.apikeys import KeyAdmin, Limits, parse_key
@@ -134,3 +136,13 @@ class EventReader:
             await sub.unsubscribe()
         assert len(found) >= count, f"{len(found)} of {count} events of key {key_id}"
         return found
+
+
+def openai_client(platform: Platform, key: str) -> openai.AsyncOpenAI:
+    """The official SDK on the gateway's HTTP API; no retries, which would hide 429s and 5xx."""
+    return openai.AsyncOpenAI(
+        base_url=platform.http_base_url,
+        api_key=key,
+        max_retries=0,
+        http_client=httpx.AsyncClient(trust_env=False),
+    )

@@ -23,6 +23,7 @@ def test_status_reports_every_component_ready(platform: Platform) -> None:
         "inference",
         "gateway",
         "analytics",
+        "metering",
     }
     assert all(c["ready"] and c["pid"] for c in report["components"].values())
 

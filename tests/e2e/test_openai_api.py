@@ -17,6 +17,7 @@ from tests.e2e.gateway_support import (
     ask,
     interaction_events,
     new_tenant,
+    openai_client,
 )
 from tests.support import Platform
 
@@ -24,20 +25,10 @@ QUESTION = "Which port does Falcon listen on for admin requests?"
 NO_CACHE = {"llmops": {"cache": {"no_exact": True, "no_semantic": True}}}
 
 
-def client(platform: Platform, key: str) -> openai.AsyncOpenAI:
-    # max_retries=0: the SDK would otherwise retry 429s and 5xx and hide them from the test.
-    return openai.AsyncOpenAI(
-        base_url=platform.http_base_url,
-        api_key=key,
-        max_retries=0,
-        http_client=httpx.AsyncClient(trust_env=False),
-    )
-
-
 async def test_chat_completions_stream_and_not_give_the_same_grounded_answer(
     platform: Platform, falcon: Tenant
 ) -> None:
-    api = client(platform, falcon.key)
+    api = openai_client(platform, falcon.key)
     messages = [{"role": "user", "content": QUESTION}]
     raw = await api.chat.completions.with_raw_response.create(
         model="answerer",
@@ -87,7 +78,7 @@ async def test_chat_completions_stream_and_not_give_the_same_grounded_answer(
 async def test_rag_and_prompt_selection_through_the_llmops_field(
     platform: Platform, falcon: Tenant
 ) -> None:
-    api = client(platform, falcon.key)
+    api = openai_client(platform, falcon.key)
     off = await api.chat.completions.create(
         model="answerer",
         messages=[{"role": "user", "content": QUESTION}],
@@ -99,7 +90,7 @@ async def test_rag_and_prompt_selection_through_the_llmops_field(
 
 
 async def test_embeddings_match_the_embedding_service(platform: Platform, falcon: Tenant) -> None:
-    api = client(platform, falcon.key)
+    api = openai_client(platform, falcon.key)
     texts = ["Falcon listens on port 7341.", "A heat pump moves heat."]
     as_base64 = await api.embeddings.create(model="all-MiniLM-L6-v2", input=texts)  # SDK default
     as_floats = await api.embeddings.create(
@@ -121,17 +112,17 @@ async def test_embeddings_match_the_embedding_service(platform: Platform, falcon
 
 
 async def test_models_lists_the_aliases(platform: Platform) -> None:
-    models = await client(platform, platform.api_key).models.list()
+    models = await openai_client(platform, platform.api_key).models.list()
     ids = [m.id for m in models.data]
     assert ids[0] == "answerer" and "llm" in ids
 
 
 async def test_errors_have_openai_shapes_and_statuses(platform: Platform, falcon: Tenant) -> None:
     with pytest.raises(openai.AuthenticationError) as unauthenticated:
-        await client(platform, "sk-wrong").models.list()
+        await openai_client(platform, "sk-wrong").models.list()
     assert unauthenticated.value.status_code == 401
 
-    api = client(platform, falcon.key)
+    api = openai_client(platform, falcon.key)
     with pytest.raises(openai.NotFoundError) as not_found:
         await api.chat.completions.create(
             model="no-such-model",
@@ -164,7 +155,7 @@ async def test_errors_have_openai_shapes_and_statuses(platform: Platform, falcon
 
 async def test_rate_limited_requests_get_429_with_retry_after(platform: Platform) -> None:
     tenant = await new_tenant(platform, Limits(requests_per_minute=2))
-    api = client(platform, tenant.key)
+    api = openai_client(platform, tenant.key)
     await api.models.list()  # not limited: only chat and embeddings count
     await api.embeddings.create(model="m", input="one")  # the probe took the first request
     with pytest.raises(openai.RateLimitError) as limited:

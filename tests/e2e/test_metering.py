@@ -1,0 +1,113 @@
+"""Metering on the whole platform: a reply's cost, spend, a budget that refuses, reconciliation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+
+import grpc
+import openai
+import pytest
+import yaml
+
+from llmops.grpcutil import channel
+from llmops.v1 import gateway_pb2_grpc
+from tests.e2e.gateway_support import Tenant, ask, interaction_events, new_tenant, openai_client
+from tests.support import ROOT, Platform
+
+QUESTION = "Which port does Falcon listen on for admin requests?"
+
+
+def _price(model: str) -> tuple[Decimal, Decimal]:
+    """The default table's input and output price per million tokens of `model`."""
+    table = yaml.safe_load((ROOT / "deploy" / "metering" / "prices.yaml").read_text())
+    [entry] = [p for p in table["prices"] if p["model"] == model]
+    return Decimal(entry["input_per_mtok"]), Decimal(entry["output_per_mtok"])
+
+
+def _nanos(model: str, input_tokens: int, output_tokens: int) -> int:
+    per_in, per_out = _price(model)
+    return int((input_tokens * per_in + output_tokens * per_out) * 1000)  # $/M tokens -> nanos
+
+
+def _cli(platform: Platform, *args: str) -> str:
+    result = platform.cli(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+async def _ask(tenant: Tenant, platform: Platform) -> object:
+    async with channel(platform.addr("gateway")) as ch:
+        return await gateway_pb2_grpc.GatewayStub(ch).ChatOnce(
+            ask(QUESTION, no_cache=True), metadata=tenant.metadata, timeout=60
+        )
+
+
+async def test_a_reply_and_its_event_carry_the_cost_from_the_price_table(
+    platform: Platform,
+) -> None:
+    tenant = await new_tenant(platform)
+    reply = await _ask(tenant, platform)
+    final = reply.final  # type: ignore[attr-defined]
+    usage = final.usage
+    assert final.cost.priced and final.cost.currency == "USD"
+    assert final.cost.nanos == _nanos(final.model_used, usage.input_tokens, usage.output_tokens)
+    assert final.cost.price_version.startswith(f"{final.model_used}@")
+    async with interaction_events(platform) as events:
+        answered = [e for e in await events.for_key(tenant.key_id, 2) if e.status == "OK"]
+    assert answered[0].cost == final.cost
+
+    client = openai_client(platform, tenant.key)
+    completion = await client.chat.completions.create(
+        model="answerer",
+        messages=[{"role": "user", "content": QUESTION}],
+        extra_body={"llmops": {"cache": {"no_exact": True, "no_semantic": True}}},
+    )
+    assert completion.usage is not None
+    extra = completion.usage.model_extra or {}
+    expected = _nanos(
+        completion.model, completion.usage.prompt_tokens, completion.usage.completion_tokens
+    )
+    assert extra["cost_details"]["nanos"] == expected
+    assert extra["cost"] == pytest.approx(expected / 1e9)
+    await client.close()
+
+
+async def _wait_usage(platform: Platform, tenant: str, requests: int) -> str:
+    deadline = time.monotonic() + 30
+    while True:
+        out = _cli(platform, "usage", "--tenant", tenant)
+        if f"│ {requests}" in out or time.monotonic() > deadline:
+            return out
+        await asyncio.sleep(0.3)
+
+
+async def test_a_spent_budget_refuses_the_next_request_and_spend_reconciles(
+    platform: Platform,
+) -> None:
+    tenant = await new_tenant(platform)
+    one = _nanos("triton/extractive_answerer", 1, 1)  # a floor: requests cost far more
+    _cli(platform, "budget", "set", "--tenant", tenant.name, "--daily", str(Decimal(one) / 10**9))
+    await asyncio.sleep(0.5)  # the gateways' budget watch
+    await _ask(tenant, platform)  # nothing spent yet: admitted, and it passes the limit
+    await _wait_usage(platform, tenant.name, 1)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _ask(tenant, platform)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"daily budget of tenant {tenant.name}" in str(refused.value.details())
+    client = openai_client(platform, tenant.key)
+    with pytest.raises(openai.RateLimitError) as limited:
+        await client.chat.completions.create(
+            model="answerer", messages=[{"role": "user", "content": QUESTION}]
+        )
+    assert "budget" in str(limited.value) and limited.value.response.headers["retry-after"]
+    await client.close()
+
+    deadline = time.monotonic() + 30
+    while True:  # analytics stores the usage event a moment after metering counts it
+        out = _cli(platform, "usage", "--tenant", tenant.name, "--reconcile")
+        if "agree" in out or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert "reconciled: NATS KV and ClickHouse agree" in out, out
