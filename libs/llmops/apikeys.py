@@ -67,6 +67,7 @@ class TenantRecord(BaseModel):
     exact_cache: bool = True
     semantic_cache: bool = True
     created_at: float = 0.0
+    limits: Limits = Limits()  # per-minute quotas of all the tenant's keys together
 
 
 @dataclass(frozen=True)
@@ -127,12 +128,21 @@ class KeyAdmin:
             return record
 
     async def set_tenant(
-        self, tenant: str, *, exact_cache: bool | None = None, semantic_cache: bool | None = None
+        self,
+        tenant: str,
+        *,
+        exact_cache: bool | None = None,
+        semantic_cache: bool | None = None,
+        limits: Limits | None = None,
     ) -> TenantRecord:
         record = await self.ensure_tenant(tenant)
         changes = {
             k: v
-            for k, v in {"exact_cache": exact_cache, "semantic_cache": semantic_cache}.items()
+            for k, v in {
+                "exact_cache": exact_cache,
+                "semantic_cache": semantic_cache,
+                "limits": limits,
+            }.items()
             if v is not None
         }
         record = record.model_copy(update=changes)

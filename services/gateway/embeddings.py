@@ -13,7 +13,7 @@ import numpy as np
 
 from gateway.errors import GatewayError
 from gateway.interactions import InteractionPublisher
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import Quota, RateLimiter
 from llmops.apikeys import KeyRecord
 from llmops.service import Loaded
 from llmops.v1 import embedding_pb2, embedding_pb2_grpc, events_pb2, inference_pb2
@@ -31,7 +31,12 @@ class EmbeddingsFlow:
         self._events = events
 
     async def embed(
-        self, key: KeyRecord, texts: list[str], encoding: str, timeout_s: float
+        self,
+        quotas: list[Quota],
+        key: KeyRecord,
+        texts: list[str],
+        encoding: str,
+        timeout_s: float,
     ) -> dict[str, Any]:
         """An OpenAI embeddings response body for `texts`; GatewayError when refused or down."""
         started = time.perf_counter()
@@ -45,7 +50,7 @@ class EmbeddingsFlow:
         )
         event.time.GetCurrentTime()
         try:
-            await self._limiter.value.check(key)
+            await self._limiter.value.check(quotas)
             try:
                 result = await self._embedding().Embed(
                     embedding_pb2.EmbedRequest(texts=texts), timeout=timeout_s
@@ -58,7 +63,7 @@ class EmbeddingsFlow:
             event.model_used = f"embedding/{result.model}"
             event.usage.CopyFrom(inference_pb2.Usage(input_tokens=tokens))
             event.status = "OK"
-            await self._limiter.value.charge_tokens(key, tokens)
+            await self._limiter.value.charge_tokens(quotas, tokens)
         except GatewayError as exc:
             event.status, event.error = exc.code.name, exc.message
             raise

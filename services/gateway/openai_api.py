@@ -25,6 +25,7 @@ from gateway.embeddings import EmbeddingsFlow
 from gateway.errors import GatewayError
 from gateway.grpc_api import OVERHEAD_HEADER
 from gateway.pipeline import Call, ChatPipeline, coalesced
+from gateway.ratelimit import quotas_of
 from gateway.settings import GatewaySettings
 from llmops.apikeys import KeyDirectory, KeyRecord, bearer_key
 from llmops.tracing import TRACEPARENT
@@ -201,7 +202,11 @@ class OpenAIApi:
             if encoding not in ("float", "base64"):
                 raise _invalid(f"encoding_format must be 'float' or 'base64', not {encoding!r}")
             result = await self._embeddings.embed(
-                record, texts, encoding, self._settings.request_timeout_s
+                quotas_of(record, self._keys.tenant(record.tenant)),
+                record,
+                texts,
+                encoding,
+                self._settings.request_timeout_s,
             )
         except GatewayError as exc:
             return _error(exc)

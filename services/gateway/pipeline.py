@@ -26,7 +26,7 @@ from gateway.caches import ExactCache, request_digest, semantic_scope
 from gateway.errors import GatewayError, from_rpc_error
 from gateway.interactions import InteractionPublisher, apply_retention
 from gateway.prompts import Passage, Prompts
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import RateLimiter, quotas_of
 from gateway.settings import GatewaySettings
 from gateway.timing import RequestTimer
 from llmops import metrics, tracing
@@ -164,7 +164,7 @@ class ChatPipeline:
         request = call.request
         question, history = _question(request)
         with timer.step("limits"):
-            await self._limiter.value.check(call.key)
+            await self._limiter.value.check(quotas_of(call.key, call.tenant))
         resolved = self._prompts.value.resolve(request.prompt, request.prompt_version)
         if isinstance(resolved, str):
             raise GatewayError(grpc.StatusCode.NOT_FOUND, resolved)
@@ -240,7 +240,7 @@ class ChatPipeline:
         )
         self._later(
             self._limiter.value.charge_tokens(
-                call.key, done.usage.input_tokens + done.usage.output_tokens
+                quotas_of(call.key, call.tenant), done.usage.input_tokens + done.usage.output_tokens
             )
         )
 

@@ -1,6 +1,6 @@
-"""Per-key request and token limits per minute that hold across gateway replicas.
+"""Request and token limits per minute, per API key and per tenant, across gateway replicas.
 
-The count of each key's minute lives in NATS KV (`llmops_rate_limits`), updated
+The count of each key's (and tenant's) minute lives in NATS KV (`llmops_rate_limits`), updated
 with compare-and-set so replicas never over-admit. A replica does not go to
 NATS for every request: it leases a slice of the window (1/50th of the limit,
 at least 1) and admits from the slice locally, so a hot key costs one KV round
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -25,7 +25,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from gateway.errors import GatewayError
-from llmops.apikeys import KeyRecord
+from llmops.apikeys import KeyRecord, Limits, TenantRecord
 from llmops.logging import get_logger
 
 log = get_logger(__name__)
@@ -33,6 +33,24 @@ WINDOW_S = 60
 _SLICES_PER_WINDOW = 50
 _CAS_ATTEMPTS = 20
 _TOKEN_READ_EVERY_S = 0.25
+
+
+@dataclass(frozen=True)
+class Quota:
+    """One set of per-minute limits and the counter it is kept under."""
+
+    counter: str  # KV key prefix: the key id, or tenant.<name>
+    label: str  # for messages: "API key <id>", "tenant <name>"
+    limits: Limits
+
+
+def quotas_of(key: KeyRecord, tenant: TenantRecord) -> list[Quota]:
+    """The limits a request of `key` counts against: its key's and its tenant's."""
+    candidates = (
+        Quota(key.key_id, f"API key {key.key_id}", key.limits),
+        Quota(f"tenant.{tenant.tenant}", f"tenant {tenant.tenant}", tenant.limits),
+    )
+    return [q for q in candidates if q.limits.requests_per_minute or q.limits.tokens_per_minute]
 
 
 @dataclass(frozen=True)
@@ -67,73 +85,73 @@ class RateLimiter:
         now = self._clock()
         return int(now // WINDOW_S), WINDOW_S - (now % WINDOW_S)
 
-    async def check(self, record: KeyRecord) -> None:
-        """Admit one request of the key, or raise RESOURCE_EXHAUSTED with a retry hint."""
-        refusal = await self.admit(record)
-        if refusal is not None:
-            raise GatewayError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{refusal.message}; retry in {refusal.retry_after_s:.0f}s",
-                retry_after_s=refusal.retry_after_s,
-            )
+    async def check(self, quotas: Sequence[Quota]) -> None:
+        """Admit one request under every quota, or raise RESOURCE_EXHAUSTED with a retry hint."""
+        for quota in quotas:
+            refusal = await self.admit(quota)
+            if refusal is not None:
+                raise GatewayError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{refusal.message}; retry in {refusal.retry_after_s:.0f}s",
+                    retry_after_s=refusal.retry_after_s,
+                )
 
-    async def admit(self, record: KeyRecord) -> Refusal | None:
-        """None when the key may make one more request now; else why not and when to retry."""
-        limits = record.limits
+    async def admit(self, quota: Quota) -> Refusal | None:
+        """None when one more request fits the quota now; else why not and when to retry."""
+        limits = quota.limits
         if not (limits.requests_per_minute or limits.tokens_per_minute):
             return None
         window, retry_after = self._window()
         try:
             if limits.tokens_per_minute:
-                used = await self._tokens_used(record.key_id, window)
+                used = await self._tokens_used(quota.counter, window)
                 if used >= limits.tokens_per_minute:
                     return Refusal(
-                        f"API key {record.key_id} used its {limits.tokens_per_minute} tokens "
-                        "per minute",
+                        f"{quota.label} used its {limits.tokens_per_minute} tokens per minute",
                         retry_after,
                     )
             if limits.requests_per_minute and not await self._take_request(
-                record.key_id, window, limits.requests_per_minute
+                quota.counter, window, limits.requests_per_minute
             ):
                 return Refusal(
-                    f"API key {record.key_id} made its {limits.requests_per_minute} requests "
-                    "per minute",
+                    f"{quota.label} made its {limits.requests_per_minute} requests per minute",
                     retry_after,
                 )
         except Exception as exc:
-            log.warning("ratelimit.unavailable", key_id=record.key_id, error=str(exc))
+            log.warning("ratelimit.unavailable", quota=quota.label, error=str(exc))
         return None
 
-    async def charge_tokens(self, record: KeyRecord, tokens: int) -> None:
-        """Add a finished request's tokens to its key's window (only keys with a token limit)."""
-        if not record.limits.tokens_per_minute or tokens <= 0:
-            return
+    async def charge_tokens(self, quotas: Sequence[Quota], tokens: int) -> None:
+        """Add a finished request's tokens to the windows of the quotas that limit tokens."""
         window, _ = self._window()
-        try:
-            await self._add(f"{record.key_id}.tok.{window}", tokens, limit=None)
-        except Exception as exc:
-            log.warning("ratelimit.charge_failed", key_id=record.key_id, error=str(exc))
-            return
-        view = self._tokens.get(record.key_id)
-        if view is not None and view.window == window:
-            view.total += tokens
+        for quota in quotas:
+            if not quota.limits.tokens_per_minute or tokens <= 0:
+                continue
+            try:
+                await self._add(f"{quota.counter}.tok.{window}", tokens, limit=None)
+            except Exception as exc:
+                log.warning("ratelimit.charge_failed", quota=quota.label, error=str(exc))
+                continue
+            view = self._tokens.get(quota.counter)
+            if view is not None and view.window == window:
+                view.total += tokens
 
-    async def _tokens_used(self, key_id: str, window: int) -> int:
-        view = self._tokens.get(key_id)
+    async def _tokens_used(self, counter: str, window: int) -> int:
+        view = self._tokens.get(counter)
         now = self._clock()
         if view is None or view.window != window or now - view.read_at > _TOKEN_READ_EVERY_S:
-            total = await self._read(f"{key_id}.tok.{window}")
-            view = self._tokens[key_id] = _TokenView(window, total, now)
+            total = await self._read(f"{counter}.tok.{window}")
+            view = self._tokens[counter] = _TokenView(window, total, now)
         return view.total
 
-    async def _take_request(self, key_id: str, window: int, limit: int) -> bool:
-        lease = self._leases.get(key_id)
+    async def _take_request(self, counter: str, window: int, limit: int) -> bool:
+        lease = self._leases.get(counter)
         if lease is None or lease.window != window:
-            lease = self._leases[key_id] = _Lease(window)
-        async with lease.lock:  # one KV lease at a time per key and replica
+            lease = self._leases[counter] = _Lease(window)
+        async with lease.lock:  # one KV lease at a time per counter and replica
             if lease.left == 0 and not lease.exhausted:
                 size = max(1, limit // _SLICES_PER_WINDOW)
-                lease.left = await self._add(f"{key_id}.req.{window}", size, limit=limit)
+                lease.left = await self._add(f"{counter}.req.{window}", size, limit=limit)
                 lease.exhausted = lease.left == 0
             if lease.left == 0:
                 return False

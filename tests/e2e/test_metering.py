@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from decimal import Decimal
 
@@ -54,8 +55,16 @@ async def test_a_reply_and_its_event_carry_the_cost_from_the_price_table(
     assert final.cost.priced and final.cost.currency == "USD"
     assert final.cost.nanos == _nanos(final.model_used, usage.input_tokens, usage.output_tokens)
     assert final.cost.price_version.startswith(f"{final.model_used}@")
+    async with channel(platform.addr("gateway")) as ch:  # streamed: priced the same way
+        call = gateway_pb2_grpc.GatewayStub(ch).Chat(
+            ask(QUESTION, no_cache=True), metadata=tenant.metadata, timeout=60
+        )
+        streamed = [r async for r in call][-1].final
+    assert streamed.cost.nanos == _nanos(
+        streamed.model_used, streamed.usage.input_tokens, streamed.usage.output_tokens
+    )
     async with interaction_events(platform) as events:
-        answered = [e for e in await events.for_key(tenant.key_id, 2) if e.status == "OK"]
+        answered = [e for e in await events.for_key(tenant.key_id, 3) if e.status == "OK"]
     assert answered[0].cost == final.cost
 
     client = openai_client(platform, tenant.key)
@@ -111,3 +120,17 @@ async def test_a_spent_budget_refuses_the_next_request_and_spend_reconciles(
             break
         await asyncio.sleep(0.5)
     assert "reconciled: NATS KV and ClickHouse agree" in out, out
+
+
+def test_prices_import_reads_litellm_and_never_rewrites_history(platform: Platform) -> None:
+    sample = ROOT / "tests" / "data" / "litellm_prices_sample.json"
+    out = _cli(platform, "prices", "import", str(sample))
+    assert "skipped" in out and "the table now holds" in out
+    listed = platform.cli("prices", "list", "--model", "azure/gpt-4o", "--json")
+    [azure] = json.loads(listed.stdout)
+    assert azure["model"] == "azure/gpt-4o" and "LiteLLM" in azure["source"]
+    assert (azure["input_per_mtok"], azure["cached_input_per_mtok"]) == ("2.5", "1.25")
+    again = platform.cli(
+        "prices", "import", str(sample), "--effective", "2020-01-01T00:00:00+00:00"
+    )
+    assert again.returncode != 0 and "history" in again.stderr

@@ -56,9 +56,13 @@ async def revoke_key(nats_url: str, key_id: str) -> None:
 
 
 async def set_tenant(
-    nats_url: str, tenant: str, exact_cache: bool | None, semantic_cache: bool | None
+    nats_url: str,
+    tenant: str,
+    exact_cache: bool | None,
+    semantic_cache: bool | None,
+    limits: Limits | None,
 ) -> TenantRecord:
     async with _admin(nats_url) as admin:
         return await admin.set_tenant(
-            tenant, exact_cache=exact_cache, semantic_cache=semantic_cache
+            tenant, exact_cache=exact_cache, semantic_cache=semantic_cache, limits=limits
         )

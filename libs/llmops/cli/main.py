@@ -344,11 +344,12 @@ def prices_import(path: Path, effective: str) -> None:
 
 @prices.command("list")
 @click.option("--model", default="", help="only models whose name contains this")
-def prices_list(model: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def prices_list(model: str, as_json: bool) -> None:
     """Every entry of the price table."""
     from .metering import run_prices_list
 
-    sys.exit(asyncio.run(run_prices_list(_running_state(_settings()).nats_url, model)))
+    sys.exit(asyncio.run(run_prices_list(_running_state(_settings()).nats_url, model, as_json)))
 
 
 @cli.group()
@@ -407,18 +408,37 @@ def tenants() -> None:
 @click.option(
     "--semantic-cache/--no-semantic-cache", default=None, help="answer from similar questions"
 )
-def tenants_set(tenant: str, exact_cache: bool | None, semantic_cache: bool | None) -> None:
-    """Turn a tenant's caches on or off."""
+@click.option("--rpm", type=int, default=None, help="requests per minute, all keys; 0 = no limit")
+@click.option("--tpm", type=int, default=None, help="tokens per minute, all keys; 0 = no limit")
+def tenants_set(
+    tenant: str,
+    exact_cache: bool | None,
+    semantic_cache: bool | None,
+    rpm: int | None,
+    tpm: int | None,
+) -> None:
+    """A tenant's cache switches and per-minute quotas (over all of its keys)."""
+    from llmops.apikeys import Limits
+
     from .keys import set_tenant
 
+    limits = None
+    if rpm is not None or tpm is not None:
+        limits = Limits(requests_per_minute=rpm or 0, tokens_per_minute=tpm or 0)
     record = asyncio.run(
         set_tenant(
-            _running_state(_settings()).nats_url, _tenant(tenant), exact_cache, semantic_cache
+            _running_state(_settings()).nats_url,
+            _tenant(tenant),
+            exact_cache,
+            semantic_cache,
+            limits,
         )
     )
     click.echo(
         f"{record.tenant}: exact cache {'on' if record.exact_cache else 'off'}, "
-        f"semantic cache {'on' if record.semantic_cache else 'off'}"
+        f"semantic cache {'on' if record.semantic_cache else 'off'}, "
+        f"{record.limits.requests_per_minute or 'unlimited'} requests and "
+        f"{record.limits.tokens_per_minute or 'unlimited'} tokens per minute"
     )
 
 

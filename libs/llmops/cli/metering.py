@@ -183,19 +183,21 @@ async def run_prices_import(nats_url: str, path: Path, effective_from: dt.dateti
     return 0
 
 
-async def run_prices_list(nats_url: str, model: str) -> int:
+async def run_prices_list(nats_url: str, model: str, as_json: bool) -> int:
     nc = await nats.connect(nats_url, name="llmops-cli")
     try:
         kv = await nc.jetstream().key_value(PRICES_BUCKET)
         table = PriceTable.from_json((await kv.get(TABLE_KEY)).value or b"")
     finally:
         await nc.close()
+    entries = [p for p in table.entries() if not model or model in p.model]
+    if as_json:
+        print(json.dumps([p.model_dump(mode="json", exclude_none=True) for p in entries], indent=2))
+        return 0
     out = Table(
         "model", "from", "input/M", "output/M", "cached in/M", "reasoning/M", "GPU s", "source"
     )
-    for p in table.entries():
-        if model and model not in p.model:
-            continue
+    for p in entries:
         out.add_row(
             p.model,
             f"{p.effective_from:%Y-%m-%d %H:%M}",
