@@ -22,7 +22,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
     Tests isolate themselves by tenant, so sharing is safe and start-up is paid once.
     """
-    limits = {"LLMOPS_MAX_DOCUMENT_BYTES": str(MAX_DOCUMENT_BYTES)}
+    limits = {
+        "LLMOPS_MAX_DOCUMENT_BYTES": str(MAX_DOCUMENT_BYTES),
+        "LLMOPS_GATEWAY_REPLICAS": "2",  # tests/e2e/test_metering.py runs a second gateway
+    }
     with run_platform(tmp_path_factory.mktemp("platform") / "data", extra_env=limits) as p:
         yield p
 

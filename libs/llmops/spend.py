@@ -57,6 +57,8 @@ class Spend(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     applied: list[int] = Field(default_factory=list)  # sequences taken above the ack floor
+    recent: list[str] = Field(default_factory=list)  # the last requests counted (request ids)
+    dearest: int = 0  # the largest cost of one request (nanos): gateways' margin near a limit
     alerted: list[float] = Field(default_factory=list)  # thresholds already alerted
     unpriced_models: list[str] = Field(default_factory=list)
 
@@ -81,6 +83,9 @@ class Budget(BaseModel):
     @property
     def label(self) -> str:
         return f"key {self.key_id}" if self.key_id else f"tenant {self.tenant}"
+
+
+RECENT_REQUESTS = 64  # how many counted request ids a counter shows (gateways wait on them)
 
 
 def money(nanos: int, currency: str) -> str:

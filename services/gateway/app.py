@@ -53,7 +53,7 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
         embedding=lazy_stub(embedding_pb2_grpc.EmbeddingStub, settings.embedding_addr),
     )
     prices = PriceBook()
-    budgets = BudgetGuard()
+    budgets = BudgetGuard(settings.gateway_replicas)
     pipeline = ChatPipeline(
         settings, prompts, upstreams, exact_cache, limiter, events, prices, budgets
     )

@@ -2,11 +2,15 @@
 
 Spend comes from metering's counters in NATS KV, followed by watches (no
 round trip per request), plus what this replica's own finished requests cost
-until metering has counted them. Near a limit (the spend plus the dearest
-request seen so far, per request in flight, would reach it), a replica lets
-one request of that budget run at a time, so it overshoots by at most the
-one request in flight; other replicas' spend arrives when metering counts it
-(well under a second).
+until metering has counted them (a counter lists the last requests it took).
+Far from a limit requests run freely: even if every replica
+(`LLMOPS_GATEWAY_REPLICAS`, the most that run at once) had as many requests in
+flight and not yet counted as this one, each at the dearest cost seen, the
+spend would stay under it.
+Near a limit a replica runs one request of that budget at a time, and starts
+the next only once metering has counted the previous one, so every replica
+has at most one request that the others cannot see yet: the limit holds to
+within one request per replica.
 """
 
 from __future__ import annotations
@@ -38,10 +42,16 @@ from llmops.spend import (
 )
 from llmops.v1 import metering_pb2
 
-# How long a finished request's cost is added locally: metering counts it well within this
-# (until then a request can be counted twice here, which errs on the side of the limit).
-UNCOUNTED_S = 3.0
-Record = Callable[[metering_pb2.Cost], None]
+COUNTED_WAIT_S = 2.0  # longest a near-limit request waits for metering to count the last one
+FORGET_AFTER_S = 30.0  # a cost metering never showed (it was down) stops counting locally
+Record = Callable[[metering_pb2.Cost, str], None]
+
+
+@dataclass
+class _Uncounted:
+    when: float
+    starts: dict[Period, str]
+    nanos: int
 
 
 @dataclass
@@ -50,8 +60,8 @@ class _Local:
 
     in_flight: int = 0
     dearest: int = 0  # the largest cost of one request seen (nanos)
-    uncounted: list[tuple[float, str, int]] = field(default_factory=list)  # (when, period, nanos)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    uncounted: dict[str, _Uncounted] = field(default_factory=dict)  # by request id
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def _utcnow() -> dt.datetime:
@@ -59,7 +69,8 @@ def _utcnow() -> dt.datetime:
 
 
 class BudgetGuard:
-    def __init__(self, clock: Callable[[], dt.datetime] = _utcnow) -> None:
+    def __init__(self, replicas: int = 1, clock: Callable[[], dt.datetime] = _utcnow) -> None:
+        self._replicas = replicas
         self._clock = clock
         self.budgets = KvMirror(BUDGETS_BUCKET, Budget)
         self.spend = KvMirror(SPEND_BUCKET, Spend)
@@ -75,7 +86,7 @@ class BudgetGuard:
 
     @contextlib.asynccontextmanager
     async def admit(self, key: KeyRecord) -> AsyncIterator[Record]:
-        """Run one request under its budgets; the caller records its cost when known."""
+        """Run one request under its budgets; the caller records its cost and request id."""
         budgets = [
             b
             for b in (
@@ -93,12 +104,14 @@ class BudgetGuard:
         async with contextlib.AsyncExitStack() as held:
             for b in sorted(budgets, key=lambda b: b.key):  # one order: no deadlock
                 if self._near(b, now):
-                    await held.enter_async_context(self._local(b).lock)
-                    self._refuse_if_spent(b, self._clock())  # others ran meanwhile
+                    local = self._local(b)
+                    await held.enter_async_context(local.turn)
+                    await self._until_counted(b, local)
+                    self._refuse_if_spent(b, self._clock())
             for b in budgets:
                 self._local(b).in_flight += 1
             try:
-                yield lambda cost: self._record(budgets, cost, now)
+                yield lambda cost, request_id: self._record(budgets, cost, request_id, now)
             finally:
                 for b in budgets:
                     self._local(b).in_flight -= 1
@@ -106,14 +119,31 @@ class BudgetGuard:
     def _local(self, budget: Budget) -> _Local:
         return self._locals.setdefault(budget.key, _Local())
 
+    def _counter(self, budget: Budget, period: Period, start: str) -> Spend | None:
+        return self.spend.get(spend_key(budget.tenant, budget.key_id, period, start))
+
+    def _prune(self, budget: Budget, local: _Local) -> None:
+        """Forget own costs metering has counted (or that are too old to still wait for)."""
+        oldest = time.monotonic() - FORGET_AFTER_S
+        for request_id, u in list(local.uncounted.items()):
+            counter = self._counter(budget, "day", u.starts["day"])
+            if u.when < oldest or (counter is not None and request_id in counter.recent):
+                del local.uncounted[request_id]
+
+    async def _until_counted(self, budget: Budget, local: _Local) -> None:
+        deadline = time.monotonic() + COUNTED_WAIT_S
+        self._prune(budget, local)
+        while local.uncounted and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            self._prune(budget, local)
+
     def _spent(self, budget: Budget, period: Period, now: dt.datetime) -> int:
         start = period_start(period, now)
-        counter = self.spend.get(spend_key(budget.tenant, budget.key_id, period, start))
+        counter = self._counter(budget, period, start)
         counted = counter.spend.get(budget.currency, 0) if counter else 0
         local = self._local(budget)
-        cutoff = time.monotonic() - UNCOUNTED_S
-        local.uncounted = [u for u in local.uncounted if u[0] > cutoff]
-        return counted + sum(n for _, s, n in local.uncounted if s == start)
+        self._prune(budget, local)
+        return counted + sum(u.nanos for u in local.uncounted.values() if u.starts[period] == start)
 
     def _refuse_if_spent(self, budget: Budget, now: dt.datetime) -> None:
         for period in PERIODS:
@@ -132,22 +162,26 @@ class BudgetGuard:
 
     def _near(self, budget: Budget, now: dt.datetime) -> bool:
         local = self._local(budget)
-        margin = local.dearest * (local.in_flight + 1)
+        counter = self._counter(budget, "day", period_start("day", now))
+        dearest = max(local.dearest, counter.dearest if counter else 0)
+        self._prune(budget, local)
+        # Every replica as busy as this one: in flight, finished but not counted yet, and one more.
+        margin = dearest * (local.in_flight + len(local.uncounted) + 1) * self._replicas
         return any(
             budget.limit(p) and self._spent(budget, p, now) + margin >= budget.limit(p)
             for p in PERIODS
         )
 
-    def _record(self, budgets: list[Budget], cost: metering_pb2.Cost, now: dt.datetime) -> None:
+    def _record(
+        self, budgets: list[Budget], cost: metering_pb2.Cost, request_id: str, now: dt.datetime
+    ) -> None:
         for b in budgets:
             if cost.priced and cost.currency == b.currency and cost.nanos:
                 local = self._local(b)
                 local.dearest = max(local.dearest, cost.nanos)
-                for period in PERIODS:
-                    local.uncounted.append(
-                        (time.monotonic(), period_start(period, now), cost.nanos)
-                    )
+                starts = {p: period_start(p, now) for p in PERIODS}
+                local.uncounted[request_id] = _Uncounted(time.monotonic(), starts, cost.nanos)
 
 
-def _ignore(cost: metering_pb2.Cost) -> None:
+def _ignore(cost: metering_pb2.Cost, request_id: str) -> None:
     """No budget applies: nothing to record."""

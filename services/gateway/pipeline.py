@@ -137,7 +137,7 @@ class ChatPipeline:
             async with self._budgets.admit(call.key) as record_cost:
                 async for response in self._answer(call, timer, budget, outcome, arrived):
                     yield response
-                record_cost(outcome.final.cost)
+                record_cost(outcome.final.cost, call.request_id)
             status, error = "OK", ""
         except GatewayError as exc:
             status, error = exc.code.name, exc.message

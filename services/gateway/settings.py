@@ -34,3 +34,6 @@ class GatewaySettings(CommonSettings):
         description="question/answer text in interaction events: none, PII-masked, or all",
     )
     default_top_k: int = Field(5, gt=0, le=50, description="passages retrieved per request")
+    gateway_replicas: int = Field(
+        1, gt=0, description="the most gateway replicas running at once (budgets' safety margin)"
+    )

@@ -27,7 +27,16 @@ from llmops.kvmirror import KvMirror
 from llmops.logging import get_logger
 from llmops.pricebook import PriceBook
 from llmops.service import Loaded
-from llmops.spend import PERIODS, Budget, Period, Spend, budget_key, period_start, spend_key
+from llmops.spend import (
+    PERIODS,
+    RECENT_REQUESTS,
+    Budget,
+    Period,
+    Spend,
+    budget_key,
+    period_start,
+    spend_key,
+)
 from llmops.v1 import events_pb2, metering_pb2
 
 log = get_logger(__name__)
@@ -142,12 +151,15 @@ class Meter:
                 spend.input_tokens += event.usage.input_tokens
                 spend.output_tokens += event.usage.output_tokens
                 spend.applied.append(seq)
+                spend.recent.append(event.request_id)
                 if cost.priced:
                     spend.spend[cost.currency] = spend.spend.get(cost.currency, 0) + cost.nanos
+                    spend.dearest = max(spend.dearest, cost.nanos)
                 else:
                     spend.unpriced += 1
                     if event.model_used not in spend.unpriced_models:
                         spend.unpriced_models.append(event.model_used)
+            del spend.recent[:-RECENT_REQUESTS]
             alerts = self._due_alerts(counter, spend)
             for threshold in alerts:
                 spend.alerted.append(threshold)

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import json
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import grpc
+import nats
 import openai
 import pytest
 import yaml
+from nats.js.errors import KeyNotFoundError
 
+from llmops.bus.topology import SPEND_BUCKET
 from llmops.grpcutil import channel
+from llmops.spend import Spend, period_start, spend_key
 from llmops.v1 import gateway_pb2_grpc
 from tests.e2e.gateway_support import Tenant, ask, interaction_events, new_tenant, openai_client
-from tests.support import ROOT, Platform
+from tests.support import ROOT, Platform, ServiceProcess, free_port
 
 QUESTION = "Which port does Falcon listen on for admin requests?"
 
@@ -134,3 +141,84 @@ def test_prices_import_reads_litellm_and_never_rewrites_history(platform: Platfo
         "prices", "import", str(sample), "--effective", "2020-01-01T00:00:00+00:00"
     )
     assert again.returncode != 0 and "history" in again.stderr
+
+
+async def test_two_gateway_replicas_hold_a_budget_to_one_request_each(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """Two gateways, eight concurrent callers, one budget: the spend passes the limit by at most
+    one request per replica."""
+    tenant = await new_tenant(platform)
+    first = await _ask(tenant, platform)  # what one request of this tenant costs
+    cost = first.final.cost.nanos  # type: ignore[attr-defined]
+    spent = int(await _counted(platform, tenant.name, 1))
+    limit = spent + 12 * cost
+    _cli(platform, "budget", "set", "--tenant", tenant.name, "--daily", str(Decimal(limit) / 10**9))
+    own = {
+        k: v
+        for k, v in platform.env.items()
+        if k
+        not in ("LLMOPS_GATEWAY_ADDR", "LLMOPS_GATEWAY_HTTP_ADDR", "LLMOPS_GATEWAY_METRICS_PORT")
+    }
+    second = ServiceProcess(
+        "gateway",
+        platform.nats_url,
+        tmp_path,
+        LLMOPS_GATEWAY_HTTP_ADDR=f"127.0.0.1:{free_port()}",
+        **own,
+    )
+    second.start()
+    try:
+        await second.wait_healthy()
+        refused = 0
+
+        async def caller(address: str) -> None:
+            nonlocal refused
+            async with channel(address) as ch:
+                stub = gateway_pb2_grpc.GatewayStub(ch)
+                for _ in range(20):
+                    try:
+                        await stub.ChatOnce(
+                            ask(QUESTION, no_cache=True), metadata=tenant.metadata, timeout=60
+                        )
+                    except grpc.aio.AioRpcError as exc:
+                        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+                        refused += 1
+                        return
+
+        addresses = [platform.addr("gateway"), second.addr] * 4
+        await asyncio.gather(*(caller(a) for a in addresses))
+    finally:
+        second.stop()
+        await second.close()
+    assert refused == 8  # every caller was stopped by the budget
+    total = await _settled(platform, tenant.name)
+    assert limit <= total <= limit + 2 * cost, (limit, total, cost)
+
+
+async def _counted(platform: Platform, tenant: str, requests: int) -> float:
+    """The tenant's spend today in nanos, once metering counted `requests` requests."""
+    nc = await nats.connect(platform.nats_url)
+    try:
+        kv = await nc.jetstream().key_value(SPEND_BUCKET)
+        key = spend_key(tenant, "", "day", period_start("day", dt.datetime.now(dt.UTC)))
+        for _ in range(300):
+            with contextlib.suppress(KeyNotFoundError):
+                spend = Spend.model_validate_json((await kv.get(key)).value or b"{}")
+                if spend.requests >= requests:
+                    return spend.spend.get("USD", 0)
+            await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
+    raise AssertionError(f"metering never counted {requests} requests of {tenant}")
+
+
+async def _settled(platform: Platform, tenant: str) -> int:
+    """The tenant's spend once metering has counted everything (it stopped changing)."""
+    last, same = -1.0, 0
+    while same < 10:
+        now = await _counted(platform, tenant, 1)
+        same = same + 1 if now == last else 0
+        last = now
+        await asyncio.sleep(0.1)
+    return int(last)

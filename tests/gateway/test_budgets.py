@@ -72,9 +72,22 @@ async def test_near_the_limit_one_request_at_a_time_and_then_refused(
     budget = Budget(tenant="acme", daily_limit_nanos=1_000_000)
     await budgets.put(budget.key, budget.model_dump_json().encode())
     guard = await _guard(js, [TODAY])
+    spend = await js.key_value(SPEND_BUCKET)
+    counted = Spend(tenant="acme")
     cost = metering_pb2.Cost(nanos=400_000, currency="USD", priced=True)
-    async with guard.admit(KEY) as record:  # the first learns what a request costs
-        record(cost)
+
+    async def metering_counts(request_id: str) -> None:
+        """What the metering service does a moment after a request: count it."""
+        await asyncio.sleep(0.05)
+        counted.spend["USD"] = counted.spend.get("USD", 0) + cost.nanos
+        counted.recent.append(request_id)
+        key = spend_key("acme", "", "day", period_start("day", TODAY))
+        await spend.put(key, counted.model_dump_json().encode())
+
+    tasks = []
+    async with guard.admit(KEY) as record:  # the first teaches the guard what a request costs
+        record(cost, "first")
+    await metering_counts("first")
     order: list[str] = []
 
     async def request(name: str) -> None:
@@ -82,21 +95,24 @@ async def test_near_the_limit_one_request_at_a_time_and_then_refused(
             async with guard.admit(KEY) as record:
                 order.append(f"{name} runs")
                 await asyncio.sleep(0.1)
-                record(cost)
+                record(cost, name)
+                tasks.append(asyncio.create_task(metering_counts(name)))
                 order.append(f"{name} done")
         except GatewayError:
             order.append(f"{name} refused")
 
-    # 0.4 of 1 spent. `a` may run freely: even at the dearest cost it stays under the limit.
-    # With `a` in flight, `b` could pass it, so it takes the budget's turn; `c` waits for
-    # that turn and then sees 1.2 spent: refused. The overshoot is `b`, one request.
+    # 0.4 of 1 spent. `a` runs freely: even at the dearest cost it stays under the limit.
+    # With `a` in flight `b` could pass it: `b` takes the budget's turn. `c` waits for the
+    # turn, then for metering to count `a` and `b`, and sees 1.2 spent: refused. The
+    # overshoot is `b`: one request of this replica.
     await asyncio.gather(request("a"), request("b"), request("c"))
     assert order == ["a runs", "b runs", "a done", "b done", "c refused"]
+    await asyncio.gather(*tasks)
     await guard.stop()
 
 
 async def test_no_budget_admits_without_waiting(js: JetStreamContext) -> None:
     guard = await _guard(js, [TODAY])
     async with guard.admit(KEY) as record:
-        record(metering_pb2.Cost(nanos=10**12, currency="USD", priced=True))
+        record(metering_pb2.Cost(nanos=10**12, currency="USD", priced=True), "r1")
     await guard.stop()
