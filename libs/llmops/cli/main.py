@@ -363,7 +363,9 @@ def keys() -> None:
 @click.option("--rpm", default=0, show_default=True, help="requests per minute; 0 = unlimited")
 @click.option("--tpm", default=0, show_default=True, help="tokens per minute; 0 = unlimited")
 @click.option(
-    "--all-tenants", is_flag=True, help="its analytics SQL sees every tenant (finance, owners)"
+    "--all-tenants",
+    is_flag=True,
+    help="sees and manages every tenant: SQL, usage, budgets (finance, owners)",
 )
 def keys_create(tenant: str, name: str, rpm: int, tpm: int, all_tenants: bool) -> None:
     """Create a key; it is printed once and stored only as a SHA-256."""
