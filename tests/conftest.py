@@ -6,12 +6,15 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
+import nats
 import pytest
+from nats.js import JetStreamContext
 
+from llmops.bus.topology import ensure_topology
 from llmops.docclient import DocumentClient
 from llmops.grpcutil import channel
 from llmops.v1 import retrieval_pb2_grpc
-from tests.support import Platform, run_platform
+from tests.support import Platform, nats_server, run_platform
 
 MAX_DOCUMENT_BYTES = 1_000_000  # small, so the oversized-document test stays cheap
 
@@ -28,6 +31,22 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     }
     with run_platform(tmp_path_factory.mktemp("platform") / "data", extra_env=limits) as p:
         yield p
+
+
+@pytest.fixture(scope="module")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real nats-server of the test module's own (tests of one service as a process)."""
+    with nats_server(tmp_path_factory.mktemp("nats") / "store") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
+    """JetStream on the module's nats-server, with the platform's streams and buckets."""
+    nc = await nats.connect(nats_url)
+    await ensure_topology(nc.jetstream())
+    yield nc.jetstream()
+    await nc.close()
 
 
 @pytest.fixture

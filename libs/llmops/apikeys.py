@@ -16,6 +16,7 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,7 +26,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmops.bus.topology import API_KEYS_BUCKET, TENANTS_BUCKET
-from llmops.kvmirror import KvMirror
+from llmops.kvmirror import model_mirror
 
 DEFAULT_TENANT = "default"
 _KEY_RE = re.compile(r"^llmops-([0-9a-f]{12})-([A-Za-z0-9_-]{43})$")
@@ -204,8 +205,8 @@ class KeyDirectory:
     """The in-memory view of keys and tenants, kept current by KV watches."""
 
     def __init__(self) -> None:
-        self._keys = KvMirror(API_KEYS_BUCKET, KeyRecord)
-        self._tenants = KvMirror(TENANTS_BUCKET, TenantRecord)
+        self._keys = model_mirror(API_KEYS_BUCKET, KeyRecord)
+        self._tenants = model_mirror(TENANTS_BUCKET, TenantRecord)
 
     async def start(self, js: JetStreamContext) -> None:
         await self._keys.start(js)
@@ -222,6 +223,13 @@ class KeyDirectory:
         if not hmac.compare_digest(record.secret_sha256, _digest(parsed[1])):
             return None
         return record
+
+    def authenticate_call(self, metadata: Iterable[tuple[str, object]] | None) -> KeyRecord | None:
+        """The key record of a gRPC call's `authorization: Bearer <key>` metadata."""
+        for name, value in metadata or ():
+            if name == "authorization" and isinstance(value, str):
+                return self.authenticate(bearer_key(value))
+        return None
 
     def tenant(self, tenant: str) -> TenantRecord:
         return self._tenants.get(tenant) or TenantRecord(tenant=tenant)

@@ -7,6 +7,7 @@ per request, and a change reaches every replica within a moment.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from nats.js import JetStreamContext
@@ -16,13 +17,22 @@ from pydantic import BaseModel
 from llmops.logging import get_logger
 
 log = get_logger(__name__)
-Record = TypeVar("Record", bound=BaseModel)
+Record = TypeVar("Record")
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class KvMirror(Generic[Record]):
-    def __init__(self, bucket: str, model: type[Record]) -> None:
+    """`parse` turns a value into a record (a pydantic model's `model_validate_json`, say)."""
+
+    def __init__(
+        self,
+        bucket: str,
+        parse: Callable[[bytes], Record],
+        encode: Callable[[Record], bytes] | None = None,
+    ) -> None:
         self.bucket = bucket
-        self._model = model
+        self._parse = parse
+        self._encode = encode
         self.items: dict[str, Record] = {}
         self._task: asyncio.Task[None] | None = None
         self._kv: KeyValue | None = None
@@ -47,7 +57,7 @@ class KvMirror(Generic[Record]):
             self.items.pop(entry.key, None)
             return
         try:
-            self.items[entry.key] = self._model.model_validate_json(entry.value)
+            self.items[entry.key] = self._parse(entry.value)
         except ValueError as exc:
             log.error("kv.bad_record", bucket=self.bucket, key=entry.key, error=str(exc))
 
@@ -56,12 +66,17 @@ class KvMirror(Generic[Record]):
 
     async def put(self, key: str, record: Record) -> None:
         """Write a record (the copy updates when the watch sees it)."""
-        if self._kv is None:
-            raise RuntimeError(f"{self.bucket}: not started")
-        await self._kv.put(key, record.model_dump_json().encode())
+        if self._kv is None or self._encode is None:
+            raise RuntimeError(f"{self.bucket}: not started, or read-only")
+        await self._kv.put(key, self._encode(record))
         self.items[key] = record
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+
+
+def model_mirror(bucket: str, model: type[Model]) -> KvMirror[Model]:
+    """A mirror of a bucket whose values are a pydantic model's JSON."""
+    return KvMirror(bucket, model.model_validate_json, lambda r: r.model_dump_json().encode())

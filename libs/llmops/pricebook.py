@@ -8,7 +8,6 @@ from memory, at the request's own time.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import Iterable
@@ -16,9 +15,9 @@ from pathlib import Path
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
 
 from llmops.bus.topology import PRICES_BUCKET
+from llmops.kvmirror import KvMirror
 from llmops.logging import get_logger
 from llmops.pricing import Price, PriceTable, TokenUsage, cost_nanos, load_price_file
 from llmops.v1 import inference_pb2, metering_pb2
@@ -63,29 +62,15 @@ class PriceBook:
     """The current price table, followed by a KV watch."""
 
     def __init__(self) -> None:
-        self.table = PriceTable(())
-        self._task: asyncio.Task[None] | None = None
+        self._mirror = KvMirror(PRICES_BUCKET, PriceTable.from_json)
+        self._empty = PriceTable(())
+
+    @property
+    def table(self) -> PriceTable:
+        return self._mirror.get(TABLE_KEY) or self._empty
 
     async def start(self, js: JetStreamContext) -> None:
-        kv = await js.key_value(PRICES_BUCKET)
-        watcher = await kv.watch(TABLE_KEY)
-        async for entry in watcher:  # the current value, then None, then changes
-            if entry is None:
-                break
-            self._apply(entry)
-        self._task = asyncio.create_task(self._follow(watcher))
-
-    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
-        async for entry in watcher:
-            if entry is not None:
-                self._apply(entry)
-
-    def _apply(self, entry: KeyValue.Entry) -> None:
-        if entry.value:
-            try:
-                self.table = PriceTable.from_json(entry.value)
-            except ValueError as exc:
-                log.error("prices.bad_table", error=str(exc))
+        await self._mirror.start(js)
 
     def cost(
         self, model: str, at: dt.datetime, usage: inference_pb2.Usage, gpu_seconds: float = 0.0
@@ -109,6 +94,4 @@ class PriceBook:
         )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        await self._mirror.stop()

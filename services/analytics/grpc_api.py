@@ -9,7 +9,7 @@ import grpc
 from analytics.settings import AnalyticsSettings
 from analytics.sql import Limits, QueryError, SqlRunner
 from llmops import metrics
-from llmops.apikeys import KeyDirectory, KeyRecord, bearer_key
+from llmops.apikeys import KeyDirectory, KeyRecord
 from llmops.logging import get_logger
 from llmops.service import Loaded
 from llmops.v1 import analytics_pb2, analytics_pb2_grpc
@@ -55,8 +55,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServicer):
         return reply
 
     def _authenticate(self, context: grpc.aio.ServicerContext) -> KeyRecord:
-        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        record = self._keys.authenticate(bearer_key(metadata.get("authorization")))
+        record = self._keys.authenticate_call(context.invocation_metadata())
         if record is None:
             raise QueryError(
                 grpc.StatusCode.UNAUTHENTICATED,

@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from gateway.errors import GatewayError
 from llmops.apikeys import KeyRecord
 from llmops.bus.topology import BUDGETS_BUCKET, SPEND_BUCKET
-from llmops.kvmirror import KvMirror
+from llmops.kvmirror import model_mirror
 from llmops.spend import (
     PERIODS,
     Budget,
@@ -72,8 +72,8 @@ class BudgetGuard:
     def __init__(self, replicas: int = 1, clock: Callable[[], dt.datetime] = _utcnow) -> None:
         self._replicas = replicas
         self._clock = clock
-        self.budgets = KvMirror(BUDGETS_BUCKET, Budget)
-        self.spend = KvMirror(SPEND_BUCKET, Spend)
+        self.budgets = model_mirror(BUDGETS_BUCKET, Budget)
+        self.spend = model_mirror(SPEND_BUCKET, Spend)
         self._locals: dict[str, _Local] = {}
 
     async def start(self, js: JetStreamContext) -> None:

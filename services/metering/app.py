@@ -7,7 +7,7 @@ from nats.js.kv import KeyValue
 
 from llmops.apikeys import KeyDirectory
 from llmops.bus.topology import BUDGETS_BUCKET, METERING_BATCH, METERING_CONSUMER, SPEND_BUCKET
-from llmops.kvmirror import KvMirror
+from llmops.kvmirror import model_mirror
 from llmops.pricebook import PriceBook, seed_prices
 from llmops.service import Loaded, ServiceApp
 from llmops.spend import Budget
@@ -31,7 +31,7 @@ def create_app(settings: MeteringSettings) -> ServiceApp:
     js: Loaded[JetStreamContext] = Loaded("NATS")
     spend: Loaded[KeyValue] = Loaded("the spend bucket")
     prices = PriceBook()
-    budgets = KvMirror(BUDGETS_BUCKET, Budget)
+    budgets = model_mirror(BUDGETS_BUCKET, Budget)
     keys = KeyDirectory()
     meter = Meter(js, spend, prices, budgets)
 

@@ -8,7 +8,7 @@ import grpc
 from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
-from llmops.apikeys import KeyDirectory, KeyRecord, bearer_key, check_tenant
+from llmops.apikeys import KeyDirectory, KeyRecord, check_tenant
 from llmops.kvmirror import KvMirror
 from llmops.service import Loaded
 from llmops.spend import Budget, Period, Spend, budget_key, period_start
@@ -37,8 +37,7 @@ class MeteringServicer(metering_pb2_grpc.MeteringServicer):
         self._budgets = budgets
 
     def _caller(self, context: grpc.aio.ServicerContext) -> KeyRecord:
-        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        record = self._keys.authenticate(bearer_key(metadata.get("authorization")))
+        record = self._keys.authenticate_call(context.invocation_metadata())
         if record is None:
             raise MeteringError(
                 grpc.StatusCode.UNAUTHENTICATED,

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import nats
 import pytest
 from clickhouse_connect.driver.client import Client
 from nats.js import JetStreamContext
@@ -18,9 +17,8 @@ from nats.js import JetStreamContext
 from analytics.app import open_database
 from analytics.settings import AnalyticsSettings
 from llmops.apikeys import KeyAdmin
-from llmops.bus.topology import ensure_topology
 from tests.analytics.service import FAST, AnalyticsProcess
-from tests.support import ROOT, nats_server
+from tests.support import ROOT
 
 
 @pytest.fixture(scope="session")
@@ -44,20 +42,6 @@ def ch(settings: AnalyticsSettings) -> Iterator[Client]:
     yield client
     client.command(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
     client.close()
-
-
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with nats_server(tmp_path_factory.mktemp("nats") / "store") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_url)
-    await ensure_topology(nc.jetstream())
-    yield nc.jetstream()
-    await nc.close()
 
 
 @pytest.fixture(scope="module")

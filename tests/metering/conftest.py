@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
-import nats
 import pytest
 from nats.js import JetStreamContext
 
 from llmops.apikeys import KeyAdmin
-from llmops.bus.topology import ensure_topology
-from tests.support import ROOT, ServiceProcess, nats_server
-
-
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with nats_server(tmp_path_factory.mktemp("nats") / "store") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_url)
-    await ensure_topology(nc.jetstream())
-    yield nc.jetstream()
-    await nc.close()
+from tests.support import ROOT, ServiceProcess
 
 
 @pytest.fixture(scope="module")
