@@ -116,3 +116,23 @@ async def test_no_budget_admits_without_waiting(js: JetStreamContext) -> None:
     async with guard.admit(KEY) as record:
         record(metering_pb2.Cost(nanos=10**12, currency="USD", priced=True), "r1")
     await guard.stop()
+
+
+async def test_a_key_budget_refuses_that_key_only(js: JetStreamContext) -> None:
+    budgets = await js.key_value(BUDGETS_BUCKET)
+    budget = Budget(tenant="acme", key_id=KEY.key_id, monthly_limit_nanos=5_000_000)
+    await budgets.put(budget.key, budget.model_dump_json().encode())
+    spend = await js.key_value(SPEND_BUCKET)
+    counter = spend_key("acme", KEY.key_id, "month", period_start("month", TODAY))
+    await spend.put(
+        counter, Spend(tenant="acme", spend={"USD": 5_000_000}).model_dump_json().encode()
+    )
+    guard = await _guard(js, [TODAY])
+    with pytest.raises(GatewayError) as refused:
+        async with guard.admit(KEY):
+            pass
+    assert f"monthly budget of key {KEY.key_id} ($0.005) is spent" in refused.value.message
+    other = KeyRecord(key_id="ba9876543210", tenant="acme", secret_sha256="x", created_at=0)
+    async with guard.admit(other):  # the tenant's other keys are not limited by it
+        pass
+    await guard.stop()
