@@ -57,7 +57,7 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
     pipeline = ChatPipeline(
         settings, prompts, upstreams, exact_cache, limiter, events, prices, budgets
     )
-    embeddings = EmbeddingsFlow(upstreams.embedding, limiter, events)
+    embeddings = EmbeddingsFlow(upstreams.embedding, limiter, events, prices, budgets)
     http = create_http_app(settings, keys, pipeline, embeddings, upstreams.inference)
     runner = web.AppRunner(http, handler_cancellation=True, access_log=None)
 

@@ -1,8 +1,10 @@
-"""`/v1/embeddings`: the platform's embedding model behind the same keys, limits and events."""
+"""`/v1/embeddings`: the platform's embedding model behind the same keys, limits, budgets,
+prices and events."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import time
 import uuid
 from collections.abc import Callable
@@ -11,10 +13,12 @@ from typing import Any
 import grpc
 import numpy as np
 
+from gateway.budgets import BudgetGuard
 from gateway.errors import GatewayError
 from gateway.interactions import InteractionPublisher
 from gateway.ratelimit import Quota, RateLimiter
 from llmops.apikeys import KeyRecord
+from llmops.pricebook import PriceBook
 from llmops.service import Loaded
 from llmops.v1 import embedding_pb2, embedding_pb2_grpc, events_pb2, inference_pb2
 
@@ -25,10 +29,14 @@ class EmbeddingsFlow:
         embedding: Callable[[], embedding_pb2_grpc.EmbeddingStub],
         limiter: Loaded[RateLimiter],
         events: Loaded[InteractionPublisher],
+        prices: PriceBook,
+        budgets: BudgetGuard,
     ) -> None:
         self._embedding = embedding
         self._limiter = limiter
         self._events = events
+        self._prices = prices
+        self._budgets = budgets
 
     async def embed(
         self,
@@ -51,17 +59,22 @@ class EmbeddingsFlow:
         event.time.GetCurrentTime()
         try:
             await self._limiter.value.check(quotas)
-            try:
-                result = await self._embedding().Embed(
-                    embedding_pb2.EmbedRequest(texts=texts), timeout=timeout_s
-                )
-            except grpc.aio.AioRpcError as exc:
-                raise GatewayError(
-                    grpc.StatusCode.UNAVAILABLE, f"embedding: {exc.code().name}: {exc.details()}"
-                ) from None
-            tokens = sum(result.token_counts)
-            event.model_used = f"embedding/{result.model}"
-            event.usage.CopyFrom(inference_pb2.Usage(input_tokens=tokens))
+            async with self._budgets.admit(key) as record_cost:
+                try:
+                    result = await self._embedding().Embed(
+                        embedding_pb2.EmbedRequest(texts=texts), timeout=timeout_s
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    raise GatewayError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"embedding: {exc.code().name}: {exc.details()}",
+                    ) from None
+                tokens = sum(result.token_counts)
+                event.model_used = f"embedding/{result.model}"
+                event.usage.CopyFrom(inference_pb2.Usage(input_tokens=tokens))
+                at = event.time.ToDatetime(dt.UTC)
+                event.cost.CopyFrom(self._prices.cost(event.model_used, at, event.usage))
+                record_cost(event.cost, event.request_id)
             event.status = "OK"
             await self._limiter.value.charge_tokens(quotas, tokens)
         except GatewayError as exc:
@@ -78,7 +91,11 @@ class EmbeddingsFlow:
             "object": "list",
             "data": data,
             "model": result.model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "usage": {
+                "prompt_tokens": tokens,
+                "total_tokens": tokens,
+                "cost": event.cost.nanos / 1e9 if event.cost.priced else None,
+            },
         }
 
 

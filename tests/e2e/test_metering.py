@@ -87,6 +87,10 @@ async def test_a_reply_and_its_event_carry_the_cost_from_the_price_table(
     )
     assert extra["cost_details"]["nanos"] == expected
     assert extra["cost"] == pytest.approx(expected / 1e9)
+    vectors = await client.embeddings.create(model="all-MiniLM-L6-v2", input=[QUESTION] * 3)
+    per_in, _ = _price("embedding/all-MiniLM-L6-v2")
+    cost = (vectors.usage.model_extra or {})["cost"]
+    assert cost == pytest.approx(float(vectors.usage.prompt_tokens * per_in / 10**6))
     await client.close()
 
 

@@ -88,6 +88,11 @@ async def test_near_the_limit_one_request_at_a_time_and_then_refused(
     async with guard.admit(KEY) as record:  # the first teaches the guard what a request costs
         record(cost, "first")
     await metering_counts("first")
+    day = spend_key("acme", "", "day", period_start("day", TODAY))
+    for _ in range(500):  # until the guard's watch has seen the count
+        if "first" in getattr(guard.spend.get(day), "recent", []):
+            break
+        await asyncio.sleep(0.01)
     order: list[str] = []
 
     async def request(name: str) -> None:
