@@ -29,7 +29,9 @@ from llmops.bus.topology import API_KEYS_BUCKET, TENANTS_BUCKET
 from llmops.kvmirror import model_mirror
 
 DEFAULT_TENANT = "default"
-_KEY_RE = re.compile(r"^llmops-([0-9a-f]{12})-([A-Za-z0-9_-]{43})$")
+_KEY_ID = r"[0-9a-f]{12}"  # the public part of a key
+KEY_ID_RE = re.compile(rf"^{_KEY_ID}$")
+_KEY_RE = re.compile(rf"^llmops-({_KEY_ID})-([A-Za-z0-9_-]{{43}})$")
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 

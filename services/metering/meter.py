@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from llmops.apikeys import KEY_ID_RE, TENANT_RE
 from llmops.bus.stage import Delivery, PoisonMessage
 from llmops.bus.topology import BUDGET_EVENTS, METERING_CONSUMER, USAGE_EVENTS
 from llmops.kvmirror import KvMirror
@@ -79,7 +80,10 @@ class Meter:
                 d.fail(PoisonMessage(f"not an InteractionEvent: {exc}"))
                 continue
             d.tenant = event.tenant
-            if event.usage.input_tokens + event.usage.output_tokens <= 0 or not event.tenant:
+            if event.usage.input_tokens + event.usage.output_tokens <= 0:
+                continue  # nothing ran: nothing to meter
+            if not TENANT_RE.match(event.tenant) or not KEY_ID_RE.match(event.key_id):
+                d.fail(PoisonMessage(f"no valid tenant and key id: {event.tenant!r}"))
                 continue
             at = event.time.ToDatetime(dt.UTC)
             cost = self._prices.cost(event.model_used, at, event.usage)

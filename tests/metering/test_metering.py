@@ -17,9 +17,11 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from llmops.apikeys import KeyAdmin
 from llmops.bus.topology import (
     BUDGET_EVENTS,
+    DLQ_STREAM,
     EVENTS_STREAM,
     SPEND_BUCKET,
     USAGE_EVENTS,
+    dlq_subject,
 )
 from llmops.pricebook import add_prices
 from llmops.pricing import Price
@@ -257,3 +259,18 @@ async def test_usage_and_budgets_need_the_right_key(
     with pytest.raises(grpc.aio.AioRpcError) as nobody:
         await stub.GetUsage(metering_pb2.UsageRequest())
     assert nobody.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_an_interaction_that_cannot_be_counted_is_dead_lettered_alone(
+    metering: ServiceProcess, js: JetStreamContext
+) -> None:
+    tenant = _tenant()
+    sub = await js.subscribe(dlq_subject("metering"), stream=DLQ_STREAM.name)
+    bad = interaction("no.such*tenant", model_used="test/priced")
+    await publish(js, [interaction(tenant), bad, interaction(tenant)])
+    letter = events_pb2.DeadLetter.FromString((await sub.next_msg(timeout=15)).data)
+    assert "no valid tenant and key id" in letter.reason
+    assert events_pb2.InteractionEvent.FromString(letter.payload).event_id == bad.event_id
+    spend = await _wait_counter(js, tenant, 2)
+    assert spend.requests == 2
+    await sub.unsubscribe()
