@@ -58,6 +58,11 @@ async def add_prices(js: JetStreamContext, prices: Iterable[Price]) -> PriceTabl
             continue  # changed meanwhile: apply ours on top of it
 
 
+def amount(cost: metering_pb2.Cost) -> float | None:
+    """A cost in the currency's units, as OpenAI-style usage blocks report it; None: unpriced."""
+    return cost.nanos / 1e9 if cost.priced else None
+
+
 class PriceBook:
     """The current price table, followed by a KV watch."""
 

@@ -18,7 +18,7 @@ from gateway.errors import GatewayError
 from gateway.interactions import InteractionPublisher
 from gateway.ratelimit import Quota, RateLimiter
 from llmops.apikeys import KeyRecord
-from llmops.pricebook import PriceBook
+from llmops.pricebook import PriceBook, amount
 from llmops.service import Loaded
 from llmops.v1 import embedding_pb2, embedding_pb2_grpc, events_pb2, inference_pb2
 
@@ -94,7 +94,7 @@ class EmbeddingsFlow:
             "usage": {
                 "prompt_tokens": tokens,
                 "total_tokens": tokens,
-                "cost": event.cost.nanos / 1e9 if event.cost.priced else None,
+                "cost": amount(event.cost),
             },
         }
 

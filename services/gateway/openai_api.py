@@ -28,6 +28,7 @@ from gateway.pipeline import Call, ChatPipeline, coalesced
 from gateway.ratelimit import quotas_of
 from gateway.settings import GatewaySettings
 from llmops.apikeys import KeyDirectory, KeyRecord, bearer_key
+from llmops.pricebook import amount
 from llmops.tracing import TRACEPARENT
 from llmops.v1 import gateway_pb2, inference_pb2, inference_pb2_grpc
 
@@ -367,7 +368,7 @@ def _usage(final: gateway_pb2.ChatFinal) -> dict[str, Any]:
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-        "cost": cost.nanos / 1e9 if cost.priced else None,
+        "cost": amount(cost),
         "cost_details": {
             "nanos": cost.nanos,
             "currency": cost.currency,

@@ -164,7 +164,8 @@ class ChatPipeline:
         request = call.request
         question, history = _question(request)
         with timer.step("limits"):
-            await self._limiter.value.check(quotas_of(call.key, call.tenant))
+            quotas = quotas_of(call.key, call.tenant)
+            await self._limiter.value.check(quotas)
         resolved = self._prompts.value.resolve(request.prompt, request.prompt_version)
         if isinstance(resolved, str):
             raise GatewayError(grpc.StatusCode.NOT_FOUND, resolved)
@@ -240,7 +241,7 @@ class ChatPipeline:
         )
         self._later(
             self._limiter.value.charge_tokens(
-                quotas_of(call.key, call.tenant), done.usage.input_tokens + done.usage.output_tokens
+                quotas, done.usage.input_tokens + done.usage.output_tokens
             )
         )
 

@@ -88,7 +88,7 @@ class Meter:
             at = event.time.ToDatetime(dt.UTC)
             cost = self._prices.cost(event.model_used, at, event.usage)
             publishes.append(self._publish_usage(event, cost))
-            seq = d.msg.metadata.sequence.stream
+            seq = d.stream_sequence
             for key_id in ("", event.key_id):
                 for period in PERIODS:
                     start = period_start(period, at)

@@ -78,17 +78,26 @@ class Delivery:
         return dict(self.msg.headers or {})
 
     @functools.cached_property
-    def deliveries(self) -> int:
-        """How many times JetStream delivered it, read off the ack subject.
+    def _ack(self) -> list[str]:
+        """The ack subject's numbers: delivered, stream sequence, consumer sequence, ...
 
-        `$JS.ACK.<stream>.<consumer>.<delivered>...` (or, with a domain and an
-        account hash after ACK, token 6): nats-py's `metadata` also builds
-        timestamps, which costs more than the rest of a bulk message's handling.
+        `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...`, or with a domain
+        and an account hash after ACK: nats-py's `metadata` also builds timestamps,
+        which costs more than the rest of a bulk message's handling.
         """
         tokens = (self.msg.reply or "").split(".")
         if len(tokens) < 9:
-            return 1
-        return int(tokens[4] if len(tokens) == 9 else tokens[6])
+            return []
+        return tokens[4:] if len(tokens) == 9 else tokens[6:]
+
+    @property
+    def deliveries(self) -> int:
+        """How many times JetStream delivered it."""
+        return int(self._ack[0]) if self._ack else 1
+
+    @property
+    def stream_sequence(self) -> int:
+        return int(self._ack[1]) if self._ack else 0
 
     def fail(self, error: BaseException) -> None:
         self.error = error
