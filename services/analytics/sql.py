@@ -74,10 +74,6 @@ class SqlRunner:
             self._pool.put(connect())
         self._tables = frozenset(f"{database}.{t}" for t in tenant_tables)
 
-    @property
-    def tenant_tables(self) -> frozenset[str]:
-        return self._tables
-
     def close(self) -> None:
         while not self._pool.empty():
             self._pool.get_nowait().close()
