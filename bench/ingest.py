@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support import run_platform  # noqa: E402
 
-from embedding.encoder import OnnxEncoder  # noqa: E402
+from llmops.encoder.onnx import OnnxEncoder  # noqa: E402
 from embedding.settings import EmbeddingSettings  # noqa: E402
 from ingestion.pipeline import DocumentPipeline  # noqa: E402
 from ingestion.settings import IngestionSettings  # noqa: E402

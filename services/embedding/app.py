@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from embedding.encoder import OnnxEncoder
+from llmops.encoder.onnx import OnnxEncoder
 from embedding.handlers import STAGE, EmbeddingServicer, EmbedHandler, load_encoder
 from embedding.settings import EmbeddingSettings
 from llmops.bus.events import failure_events

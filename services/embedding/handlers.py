@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from nats.js import JetStreamContext
 
-from embedding.encoder import OnnxEncoder
+from llmops.encoder.onnx import OnnxEncoder
 from embedding.settings import EmbeddingSettings
 from llmops import metrics
 from llmops.bus.codec import CONTENT_TYPE, PROTOBUF, MalformedMessage, decode

@@ -19,10 +19,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 import pytest
 
-from embedding.encoder import OnnxEncoder
-from embedding.errors import EmbeddingModelError
+from llmops.encoder.onnx import OnnxEncoder
+from llmops.encoder.errors import EmbeddingModelError
 from embedding.export_model import INT8_FILE, MODEL_NAME, export, main
-from embedding.manifest import MANIFEST_FILE, is_complete, load_manifest, sha256_of
+from llmops.encoder.manifest import MANIFEST_FILE, is_complete, load_manifest, sha256_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -213,7 +213,7 @@ def test_runtime_imports_no_torch(model_dir: Path) -> None:
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from embedding.encoder import OnnxEncoder\n"
+        "from llmops.encoder.onnx import OnnxEncoder\n"
         f"OnnxEncoder(Path({str(model_dir)!r})).encode(['hello'])\n"
         "heavy = {'torch', 'transformers', 'sentence_transformers'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"

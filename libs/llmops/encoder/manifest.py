@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from embedding.errors import EmbeddingModelError
+from llmops.encoder.errors import EmbeddingModelError
 
 MANIFEST_FILE = "llmops_model.json"
 

@@ -23,8 +23,8 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from embedding.errors import EmbeddingModelError
-from embedding.manifest import Variant, load_manifest, verified_file
+from llmops.encoder.errors import EmbeddingModelError
+from llmops.encoder.manifest import Variant, load_manifest, verified_file
 
 Device = Literal["auto", "cpu", "cuda"]
 

@@ -1,0 +1,1 @@
+"""The guardrails service: tenants' policies run over questions, passages, documents and answers."""

@@ -1,0 +1,1 @@
+"""One module per scanner; `base` is the interface they share."""
