@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support import run_platform  # noqa: E402
 
-from llmops.encoder.onnx import OnnxEncoder  # noqa: E402
 from embedding.settings import EmbeddingSettings  # noqa: E402
 from ingestion.pipeline import DocumentPipeline  # noqa: E402
 from ingestion.settings import IngestionSettings  # noqa: E402
 from llmops.docclient import DocumentClient  # noqa: E402
+from llmops.encoder.onnx import OnnxEncoder  # noqa: E402
 from llmops.v1 import documents_pb2, events_pb2  # noqa: E402
 
 CORPUS = ROOT / "bench" / "data" / "scifact" / "corpus.jsonl.gz"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from llmops.encoder.onnx import OnnxEncoder
 from embedding.handlers import STAGE, EmbeddingServicer, EmbedHandler, load_encoder
 from embedding.settings import EmbeddingSettings
 from llmops.bus.events import failure_events
 from llmops.bus.topology import EMBEDDING_CONSUMER
+from llmops.encoder.onnx import OnnxEncoder
 from llmops.service import Loaded, ServiceApp
 from llmops.v1 import embedding_pb2, embedding_pb2_grpc
 

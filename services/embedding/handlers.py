@@ -16,12 +16,12 @@ import numpy as np
 import numpy.typing as npt
 from nats.js import JetStreamContext
 
-from llmops.encoder.onnx import OnnxEncoder
 from embedding.settings import EmbeddingSettings
 from llmops import metrics
 from llmops.bus.codec import CONTENT_TYPE, PROTOBUF, MalformedMessage, decode
 from llmops.bus.stage import Delivery, PoisonMessage
 from llmops.bus.topology import DOCS_EMBEDDED, document_msg_id
+from llmops.encoder.onnx import OnnxEncoder
 from llmops.logging import get_logger
 from llmops.service import Loaded
 from llmops.tracing import inject, span

@@ -19,10 +19,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 import pytest
 
-from llmops.encoder.onnx import OnnxEncoder
-from llmops.encoder.errors import EmbeddingModelError
 from embedding.export_model import INT8_FILE, MODEL_NAME, export, main
+from llmops.encoder.errors import EmbeddingModelError
 from llmops.encoder.manifest import MANIFEST_FILE, is_complete, load_manifest, sha256_of
+from llmops.encoder.onnx import OnnxEncoder
 
 REPO = Path(__file__).resolve().parents[2]
 

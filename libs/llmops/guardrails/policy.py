@@ -154,7 +154,10 @@ class GroundednessRule(_Rule):
 
     action: Action = "flag"
     min_support: float = Field(
-        0.5, gt=0, le=1, description="a sentence less similar than this to every passage is unsupported"
+        0.5,
+        gt=0,
+        le=1,
+        description="a sentence less similar than this to every passage is unsupported",
     )
     threshold: float = Field(
         0.5, gt=0, le=1, description="the share of unsupported sentences that fires the rule"
@@ -188,7 +191,7 @@ class JsonSchemaRule(_Rule):
         return schema
 
 
-def check_json_schema(schema: object) -> None:
+def check_json_schema(schema: dict[str, Any]) -> None:
     """Raise ValueError unless `schema` is a valid JSON Schema (its metaschema decides)."""
     import jsonschema
 
@@ -286,7 +289,9 @@ class Policy(BaseModel):
     @classmethod
     def _name(cls, name: str | None) -> str | None:
         if name is not None and not POLICY_NAME_RE.match(name):
-            raise ValueError("a policy name is 1-63 of a-z 0-9 _ - (starting with a letter or digit)")
+            raise ValueError(
+                "a policy name is 1-63 of a-z 0-9 _ - (starting with a letter or digit)"
+            )
         return name
 
     @model_validator(mode="after")
@@ -310,7 +315,8 @@ class Policy(BaseModel):
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         data = {"tenant": self.tenant, "name": self.name, **data}
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        text: str = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        return text
 
 
 def policy_key(tenant: str, name: str) -> str:
@@ -362,7 +368,5 @@ def default_policy() -> Policy:
             prompt_injection=InjectionRule(),
         ),
         context=ContextRules(hidden_text=HiddenTextRule(), prompt_injection=InjectionRule()),
-        output=OutputRules(
-            secrets=SecretsRule(), pii=PiiRule(), groundedness=GroundednessRule()
-        ),
+        output=OutputRules(secrets=SecretsRule(), pii=PiiRule(), groundedness=GroundednessRule()),
     )
