@@ -39,6 +39,7 @@ class CommonSettings(BaseSettings):
     gateway_addr: str = "127.0.0.1:50065"
     analytics_addr: str = "127.0.0.1:50066"
     metering_addr: str = "127.0.0.1:50067"
+    guardrails_addr: str = "127.0.0.1:50068"
     gateway_http_addr: str = Field(
         "127.0.0.1:8080", description="the gateway's OpenAI-compatible HTTP API"
     )
@@ -71,6 +72,7 @@ class CommonSettings(BaseSettings):
             "gateway": self.gateway_addr,
             "analytics": self.analytics_addr,
             "metering": self.metering_addr,
+            "guardrails": self.guardrails_addr,
         }
 
     @property

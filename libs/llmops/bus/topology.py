@@ -144,6 +144,8 @@ RESPONSE_CACHE_BUCKET = "llmops_response_cache"  # request digest -> cached answ
 PRICES_BUCKET = "llmops_prices"  # "table" -> the price table, every version (llmops.pricing)
 SPEND_BUCKET = "llmops_spend"  # tenant/key x day/month -> spend (metering writes, gateways read)
 BUDGETS_BUCKET = "llmops_budgets"  # tenant or key -> its budget (llmops.spend)
+GUARDRAIL_POLICIES_BUCKET = "llmops_guardrail_policies"  # tenant.name -> policy, every version
+GUARDRAIL_POLICY_HISTORY = 64  # versions kept per policy (the most NATS KV keeps)
 SPEND_MAX_AGE_S = 40 * 86400.0  # a month's counter outlives its month
 RATE_LIMIT_WINDOW_MAX_AGE_S = 180.0  # per-minute windows; older ones are no longer read
 RESPONSE_CACHE_MAX_AGE_S = 86400.0  # the longest exact-cache TTL a setting can ask for
@@ -193,6 +195,11 @@ BUCKETS = (
         max_age_s=SPEND_MAX_AGE_S,
     ),
     Bucket(BUDGETS_BUCKET, "budgets per tenant and key"),
+    Bucket(
+        GUARDRAIL_POLICIES_BUCKET,
+        "guardrail policies per tenant and name, with their history",
+        history=GUARDRAIL_POLICY_HISTORY,
+    ),
 )
 
 

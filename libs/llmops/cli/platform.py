@@ -28,6 +28,7 @@ SERVICES = (
     "embedding",
     "retrieval",
     "inference",
+    "guardrails",
     "gateway",
     "analytics",
     "metering",
