@@ -1,7 +1,7 @@
-"""The README's "Cost analysis with SQL" queries, each beside its bare-chDB equivalent.
+"""docs/analytics.md's "Cost analysis with SQL" queries, each beside its bare-chDB equivalent.
 
-`sql` is read from the README itself (tests/analytics/readme.py), so the
-benchmark times exactly what the README shows and the tests check; it runs on
+`sql` is read from that doc itself (tests/analytics/readme.py), so the
+benchmark times exactly what the doc shows and the tests check; it runs on
 the analytics schema, rollups included. `bare_sql` asks the same question of
 plain MergeTree tables holding only the raw event rows (no rollups, no
 partitioning, no LowCardinality or codecs): the baseline.
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.analytics.readme import readme_queries
+from tests.analytics.readme import doc_queries
 
 
 @dataclass(frozen=True)
-class ReadmeQuery:
+class CostQuery:
     name: str
     sql: str
     bare_sql: str
@@ -57,12 +57,12 @@ _BARE = {
 }
 
 
-def readme_with_bare() -> tuple[ReadmeQuery, ...]:
-    queries = readme_queries()
+def with_bare() -> tuple[CostQuery, ...]:
+    queries = doc_queries()
     missing = set(queries) ^ set(_BARE)
     if missing:
-        raise SystemExit(f"README queries and bare equivalents differ: {sorted(missing)}")
-    return tuple(ReadmeQuery(name, sql, _BARE[name]) for name, sql in queries.items())
+        raise SystemExit(f"doc queries and bare equivalents differ: {sorted(missing)}")
+    return tuple(CostQuery(name, sql, _BARE[name]) for name, sql in queries.items())
 
 
-README_QUERIES = readme_with_bare()
+COST_QUERIES = with_bare()

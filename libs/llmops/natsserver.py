@@ -33,7 +33,7 @@ class NatsServerConfig:
     sync_interval: str = ""  # "" = server default (2 min); "always" fsyncs every write
 
     def render(self) -> str:
-        """nats-server config text (see the durability note in DESIGN.md and the README)."""
+        """nats-server config text (see the durability note in DESIGN.md and docs/documents.md)."""
         sync = f"\n  sync_interval: {self.sync_interval}" if self.sync_interval else ""
         store = str(self.store_dir.resolve()).replace("\\", "/")
         return (

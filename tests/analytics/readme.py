@@ -1,23 +1,27 @@
-"""The README's "Cost analysis with SQL" queries, read from the README itself.
+"""SQL queries read out of the docs themselves, so tests and benchmarks run exactly what they show.
 
-The test and the benchmark run exactly what the README shows; each ```sql
-block starts with `-- <name>`.
+Each ```sql block of a section starts with `-- <name>`; the section runs to the next `## `.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from tests.support import ROOT
 
-SECTION = "## Cost analysis with SQL"
+COST_DOC = ROOT / "docs" / "analytics.md"
+COST_SECTION = "## Cost analysis with SQL"
 
 
-def readme_queries() -> dict[str, str]:
-    text = (ROOT / "README.md").read_text()
-    section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
+def doc_queries(path: Path = COST_DOC, section: str = COST_SECTION) -> dict[str, str]:
+    """{name: sql} of the ```sql blocks under `section` of `path`, in order."""
+    text = path.read_text()
+    if section not in text:
+        raise ValueError(f"{path} has no section {section!r}")
+    body = text.split(section, 1)[1].split("\n## ", 1)[0]
     queries = {}
-    for block in re.findall(r"```sql\n(.*?)```", section, re.S):
+    for block in re.findall(r"```sql\n(.*?)```", body, re.S):
         first, _, _ = block.partition("\n")
         queries[first.removeprefix("--").strip()] = block.strip()
     return queries

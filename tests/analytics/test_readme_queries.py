@@ -1,4 +1,6 @@
-"""Each README cost query, run through the SQL API over a known set of events, figure by figure."""
+"""Each cost query of docs/analytics.md, run through the SQL API over known events, figure
+by figure.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from nats.js import JetStreamContext
 
 from llmops.v1 import events_pb2, gateway_pb2
 from tests.analytics.events import document_event, interaction, publish, usage_event
-from tests.analytics.readme import readme_queries
+from tests.analytics.readme import doc_queries
 from tests.analytics.service import FAST, AnalyticsProcess
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -84,7 +86,7 @@ async def loaded(
 
 
 async def _rows(service: AnalyticsProcess, key: str, name: str) -> list[list[Any]]:
-    sql = readme_queries()[name]
+    sql = doc_queries()[name]
     await service.wait_for(key, "SELECT count() FROM documents", len(_documents()))
     await service.wait_for(key, "SELECT count() FROM usage", len(_usage()))
     await service.wait_for(key, "SELECT count() FROM interactions", len(_interactions()))
@@ -101,8 +103,8 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
 
 
-def test_the_readme_shows_the_six_queries() -> None:
-    assert list(readme_queries()) == [
+def test_the_doc_shows_the_six_queries() -> None:
+    assert list(doc_queries()) == [
         "cost per tenant per day",
         "top 10 most expensive prompts",
         "p95 latency and time to first token per model",
