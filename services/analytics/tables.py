@@ -62,6 +62,7 @@ class EventTable:
 def _interaction(e: events_pb2.InteractionEvent) -> Row:
     usage = e.usage
     citations = e.citations
+    guardrails = e.guardrails
     return (
         _millis(e.time),
         e.tenant,
@@ -91,6 +92,14 @@ def _interaction(e: events_pb2.InteractionEvent) -> Row:
         _RETENTION.get(e.text_retention, "unspecified"),
         e.question,
         e.answer,
+        guardrails.policy,
+        guardrails.policy_version,
+        guardrails.input_action,
+        guardrails.output_action,
+        list(guardrails.fired),
+        guardrails.input_ms,
+        guardrails.output_ms,
+        _count(guardrails.blocked_passages),
     )
 
 
@@ -148,6 +157,14 @@ def _guardrail(e: events_pb2.GuardrailEvent) -> Row:
         e.score,
         e.reason,
         e.latency_ms,
+        e.policy,
+        e.policy_version,
+        e.shadow,
+        list(e.span_types),
+        e.unscanned,
+        e.action,
+        e.passed,
+        e.api,
     )
 
 
@@ -231,6 +248,14 @@ INTERACTIONS = EventTable(
         "text_retention",
         "question",
         "answer",
+        "guardrail_policy",
+        "guardrail_policy_version",
+        "guardrail_input_action",
+        "guardrail_output_action",
+        "guardrail_fired",
+        "guardrail_input_ms",
+        "guardrail_output_ms",
+        "guardrail_blocked_passages",
     ),
     _interaction,
 )
@@ -288,6 +313,14 @@ GUARDRAIL_VERDICTS = EventTable(
         "score",
         "reason",
         "latency_ms",
+        "policy",
+        "policy_version",
+        "shadow",
+        "span_types",
+        "unscanned",
+        "action",
+        "passed",
+        "api",
     ),
     _guardrail,
 )

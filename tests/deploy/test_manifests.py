@@ -34,6 +34,7 @@ from embedding.settings import EmbeddingSettings
 from gateway.settings import GatewaySettings
 from inference.settings import InferenceSettings
 from ingestion.settings import IngestionSettings
+from llmops.cli.platform import SERVICES as PLATFORM_SERVICES
 from llmops.grpcutil import LIVENESS
 from llmops.natsserver import MAX_PAYLOAD, nats_server_binary
 from llmops.settings import CommonSettings, port_of
@@ -76,6 +77,7 @@ SERVICE_SETTINGS: dict[str, type[CommonSettings] | None] = {
     # the checks that need its code (settings, extra, sources) skip it, the rest run.
     "analytics": _settings("analytics", "AnalyticsSettings"),
     "metering": _settings("metering", "MeteringSettings"),
+    "guardrails": _settings("guardrails", "GuardrailsSettings"),
 }
 SERVICES = tuple(SERVICE_SETTINGS)
 # Services whose code is not in the tree yet (see SERVICE_SETTINGS).
@@ -87,9 +89,18 @@ IMAGE_FILES = {
     "inference": ("LLMOPS_ROUTES_FILE", "routes_file", "deploy/inference/routes.yaml"),
     "gateway": ("LLMOPS_PROMPTS_FILE", "prompts_file", "deploy/gateway/prompts.yaml"),
     "metering": ("LLMOPS_PRICES_FILE", "prices_file", "deploy/metering/prices.yaml"),
+    "guardrails": (
+        "LLMOPS_GUARDRAILS_DEFAULT_POLICY_FILE",
+        "guardrails_default_policy_file",
+        "deploy/guardrails/policies/default.yaml",
+    ),
 }
+# The labelled sets the guardrails image trains its classifier heads on (at build
+# time, with the module below), relative to the repository root.
+GUARDRAILS_TRAINING_SETS = ("tests/data/guardrails/injection", "tests/data/guardrails/toxicity")
+GUARDRAILS_TRAINER = ROOT / "services" / "guardrails" / "train_classifiers.py"
 # Deployments autoscaled in production (an HPA); each has a budget.
-SCALED_OUT = ("ingestion", "embedding", "inference", "gateway")
+SCALED_OUT = ("ingestion", "embedding", "inference", "gateway", "guardrails")
 # Deployments with more than one replica (not autoscaled: they share one durable
 # consumer, so more replicas add availability, not throughput): each has a budget too.
 SINGLE_CONSUMER = ("analytics", "metering")
@@ -114,7 +125,8 @@ def settings_of(service: str) -> type[CommonSettings]:
 
 
 def grpc_port(service: str) -> int:
-    return port_of(default(settings_of(service), f"{service}_addr"))
+    """From the address book every service reads (llmops.settings), its own code or not."""
+    return port_of(default(CommonSettings, f"{service}_addr"))
 
 
 def metrics_port(service: str) -> int:
@@ -126,7 +138,7 @@ def http_ports(service: str) -> set[int]:
     """The HTTP ports a service listens on besides gRPC and metrics (none for most)."""
     if service not in HTTP_ADDRS:
         return set()
-    return {port_of(default(SERVICE_SETTINGS[service], HTTP_ADDRS[service]))}
+    return {port_of(default(CommonSettings, HTTP_ADDRS[service]))}
 
 
 # -- rendering -----------------------------------------------------------------
@@ -274,6 +286,7 @@ def test_overlays_render_the_platform(overlay: str) -> None:
         ("StatefulSet", "retrieval"),
         ("Deployment", "inference"),
         ("Deployment", "gateway"),
+        ("Deployment", "guardrails"),
         ("Deployment", "analytics"),
         ("Deployment", "metering"),
         ("Deployment", "triton"),
@@ -301,6 +314,24 @@ def test_overlays_render_the_platform(overlay: str) -> None:
         assert all(
             o["metadata"].get("namespace") == "llmops" for o in objs if o["kind"] != "Namespace"
         )
+
+
+def test_every_service_in_the_tree_is_built_deployed_and_run_by_tilt() -> None:
+    """A new folder under services/ fails here until it has an image, manifests and a
+    Tilt resource; every per-service check above and below then runs for it too."""
+    folders = {p.parent.name for p in (ROOT / "services").glob("*/__main__.py")}
+    assert folders == set(SERVICES), "SERVICE_SETTINGS lists every service"
+    assert folders == set(PLATFORM_SERVICES), "`llmops up` runs the same services"
+    assert folders <= dockerfile().targets()
+    builds = {b.kwargs["target"] for b in calls("docker_build_with_restart")}
+    resources = {c.args[0] for c in calls("k8s_resource")}
+    assert folders <= builds & resources
+    for overlay in OVERLAYS:
+        objs = rendered(overlay)
+        services = {o["metadata"]["name"] for o in objs if o["kind"] == "Service"}
+        for name in folders:
+            assert container(objs, name)["image"].split(":")[0].endswith(IMAGE_PREFIX + name)
+            assert name in services, f"{overlay}: no Service {name}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -389,9 +420,6 @@ def test_services_share_one_platform_environment(overlay: str, service: str) -> 
     objs = rendered(overlay)
     env = env_of(objs, container(objs, service))
     for other in SERVICES:
-        if other in PENDING:  # no settings to read the port from yet
-            assert env[f"LLMOPS_{other.upper()}_ADDR"].startswith(f"{other}:")
-            continue
         assert env[f"LLMOPS_{other.upper()}_ADDR"] == f"{other}:{grpc_port(other)}"
     for other, setting in HTTP_ADDRS.items():
         assert env[f"LLMOPS_{setting.upper()}"] == f"{other}:{http_ports(other).pop()}"
@@ -581,7 +609,7 @@ def test_production_retrieval_uses_the_qdrant_server() -> None:
     assert find(objs, "StatefulSet", "retrieval")["spec"]["replicas"] > 1
 
 
-def test_production_autoscales_ingestion_embedding_inference_and_the_gateway() -> None:
+def test_production_autoscales_the_stateless_stages() -> None:
     objs = rendered("production")
     for name in SCALED_OUT:
         hpa = find(objs, "HorizontalPodAutoscaler", name)
@@ -864,12 +892,36 @@ def test_ingestion_image_carries_the_tokenizer_where_the_service_reads_it() -> N
     assert wanted in [dest for _, dest, _ in df.copies("ingestion")]
 
 
+def test_guardrails_image_carries_the_encoder_and_the_heads_trained_at_build_time() -> None:
+    df = dockerfile()
+    env = env_of(rendered("production"), container(rendered("production"), "guardrails"))
+    settings = settings_of("guardrails")(models_dir=Path(env["LLMOPS_MODELS_DIR"]))
+    heads = str(settings.models_dir / "guardrails")  # where the service loads them (models.py)
+    from_stage = {dest: frm for _, dest, frm in df.copies("guardrails") if frm is not None}
+    assert from_stage[str(settings.embedding_model_dir)] == "model-export"
+    train = df.stages[from_stage[heads]]
+    assert [r.args for r in train.all("RUN")] == [
+        f"python -m guardrails.train_classifiers --out {heads}"
+    ]
+    # The trainer reads the sets and the encoder where `make setup` has them: relative to
+    # the working dir (the repository root there), and under LLMOPS_MODELS_DIR.
+    copied = {dest for _, dest, _ in df.copies(train.name)}
+    for data in GUARDRAILS_TRAINING_SETS:
+        assert str(Path(df.workdir(train.name)) / data) in copied
+    assert str(settings.embedding_model_dir) in copied
+    assert df.env(train.name)["LLMOPS_MODELS_DIR"] == env["LLMOPS_MODELS_DIR"]
+    # Only the heads cross into the image: neither the training sets nor the trainer's stage.
+    assert train.name not in [s.name for s in df.chain("guardrails")]
+    assert not [d for _, d, frm in df.copies("guardrails") if frm is None and "/tests/" in d]
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("service", sorted(IMAGE_FILES))
 def test_service_images_carry_their_files_where_the_service_reads_them(
     overlay: str, service: str
 ) -> None:
-    """inference's routes, the gateway's prompts, metering's prices: in the image, where read."""
+    """inference's routes, the gateway's prompts, metering's prices, the baseline guardrail
+    policy: in the image, where read."""
     df = dockerfile()
     var, setting, source = IMAGE_FILES[service]
     settings = settings_of(service)
@@ -884,13 +936,27 @@ def test_service_images_carry_their_files_where_the_service_reads_them(
     assert (ROOT / source).is_file()
 
 
-@pytest.mark.parametrize("target", sorted({*SERVICES, "triton-models"}))
-def test_dockerfile_copies_only_paths_in_the_build_context(target: str) -> None:
-    ignored = [
+def dockerignore_lines() -> list[str]:
+    return [
         line.strip()
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
+
+
+def dockerignored(path: str) -> bool:
+    """Whether .dockerignore leaves `path` out of the context: the last matching line
+    decides, a `!` line takes a path back in (plain paths only; globs match nothing here)."""
+    excluded = False
+    for line in dockerignore_lines():
+        pattern = line.removeprefix("!")
+        if path == pattern or path.startswith(pattern + "/"):
+            excluded = not line.startswith("!")
+    return excluded
+
+
+@pytest.mark.parametrize("target", sorted({*SERVICES, "triton-models"}))
+def test_dockerfile_copies_only_paths_in_the_build_context(target: str) -> None:
     df = dockerfile()
     for stage in df.deps(target):
         for inst in df.stages[stage].all("COPY"):
@@ -900,20 +966,33 @@ def test_dockerfile_copies_only_paths_in_the_build_context(target: str) -> None:
                 path = source.rstrip("/")
                 if not pending_path(path):
                     assert (ROOT / path).exists(), f"COPY {source}: no such path"
-                assert not any(path == i or path.startswith(i + "/") for i in ignored), (
-                    f"COPY {source}: excluded by .dockerignore"
-                )
+                assert not dockerignored(path), f"COPY {source}: excluded by .dockerignore"
 
 
 def pending_path(path: str) -> bool:
-    """The source folder of a service whose code is not in the tree yet."""
-    return any(path == f"services/{name}" for name in PENDING)
+    """The source folder of a service whose code is not in the tree yet, or the
+    guardrails' training sets while the module that trains on them is not."""
+    if any(path == f"services/{name}" for name in PENDING):
+        return True
+    return path in GUARDRAILS_TRAINING_SETS and not GUARDRAILS_TRAINER.is_file()
 
 
 def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
-    ignored = set((ROOT / ".dockerignore").read_text().split())
+    ignored = set(dockerignore_lines())
     assert {".venv", ".cache", "models", ".llmops", "tests", "bench/data", ".git"} <= ignored
     assert {"**/__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"} <= ignored
+    for path in ("tests", "tests/e2e", "tests/data/guardrails", ".venv/bin"):
+        assert dockerignored(path), path
+    # What it takes back in is an image input, nothing more.
+    taken_back = {line.removeprefix("!") for line in ignored if line.startswith("!")}
+    copied = {
+        source.rstrip("/")
+        for stage in dockerfile().stages.values()
+        for inst in stage.all("COPY")
+        if "from" not in inst.flags
+        for source in inst.words()[:-1]
+    }
+    assert taken_back <= copied
 
 
 def test_python_version_matches_pyproject() -> None:
@@ -1001,7 +1080,5 @@ def test_tiltfile_resources_forward_ports_and_are_labelled() -> None:
             local, remote = (int(p) for p in str(forward).split(":"))
             assert local == remote and port_number(c, remote) == remote
     for service in SERVICES:
-        if service in PENDING:
-            continue
         for port in (grpc_port(service), *http_ports(service)):
             assert f"{port}:{port}" in resources[service].kwargs["port_forwards"]
