@@ -18,6 +18,7 @@ import click
 
 from llmops.settings import CommonSettings
 
+from .guardrails import guardrails
 from .platform import PlatformState
 
 
@@ -38,6 +39,9 @@ def _running_state(settings: CommonSettings) -> PlatformState:
 @click.group()
 def cli() -> None:
     """llmops: RAG ingestion, retrieval and grounded chat on one platform."""
+
+
+cli.add_command(guardrails)
 
 
 @cli.command()
