@@ -58,14 +58,14 @@ class PolicyError(ValueError):
     """A policy file or record that cannot be used; the message names the field and why."""
 
 
-class _Rule(BaseModel):
+class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     action: Action = "block"
     threshold: float = Field(0.5, gt=0, le=1, description="a score at or above it fires the rule")
 
 
-class HiddenTextRule(_Rule):
+class HiddenTextRule(Rule):
     """Zero-width and invisible characters, homoglyphs. The text is normalised either way."""
 
     action: Action = "flag"
@@ -78,7 +78,7 @@ class HiddenTextRule(_Rule):
         return action
 
 
-class PiiRule(_Rule):
+class PiiRule(Rule):
     action: Action = "redact"
     entities: tuple[str, ...] = DEFAULT_PII_ENTITIES
     restore: bool = Field(
@@ -96,7 +96,7 @@ class PiiRule(_Rule):
         return entities
 
 
-class InjectionRule(_Rule):
+class InjectionRule(Rule):
     action: Action = "block"
 
     @field_validator("action")
@@ -107,11 +107,11 @@ class InjectionRule(_Rule):
         return action
 
 
-class SecretsRule(_Rule):
+class SecretsRule(Rule):
     action: Action = "redact"
 
 
-class ToxicityRule(_Rule):
+class ToxicityRule(Rule):
     action: Action = "block"
 
     @field_validator("action")
@@ -131,14 +131,14 @@ class Topic(BaseModel):
     )
 
 
-class TopicsRule(_Rule):
+class TopicsRule(Rule):
     """Banned topics, or only allowed ones, by embedding similarity to their descriptions."""
 
     banned: tuple[Topic, ...] = ()
     allowed: tuple[Topic, ...] = Field(
         (), description="when set, text on none of these topics fires the rule"
     )
-    threshold: float = Field(0.45, gt=0, le=1, description="cosine similarity to a topic")
+    threshold: float = Field(0.3, gt=0, le=1, description="cosine similarity to a topic")
 
     @model_validator(mode="after")
     def _some_topic(self) -> TopicsRule:
@@ -149,7 +149,7 @@ class TopicsRule(_Rule):
         return self
 
 
-class GroundednessRule(_Rule):
+class GroundednessRule(Rule):
     """Answer sentences with no support in the retrieved passages."""
 
     action: Action = "flag"
@@ -171,7 +171,7 @@ class GroundednessRule(_Rule):
         return action
 
 
-class JsonSchemaRule(_Rule):
+class JsonSchemaRule(Rule):
     """The answer must be JSON valid against the request's schema (or this default one)."""
 
     schema_: dict[str, Any] | None = Field(None, alias="schema")
@@ -201,15 +201,15 @@ def check_json_schema(schema: dict[str, Any]) -> None:
         raise ValueError(f"invalid JSON schema: {exc.message}") from None
 
 
-class _Rules(BaseModel):
+class Rules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def scanners(self) -> dict[str, _Rule]:
+    def scanners(self) -> dict[str, Rule]:
         """The rules that are set, by scanner name, in the order scanners run."""
         return {name: rule for name, rule in self if rule is not None}
 
 
-class InputRules(_Rules):
+class InputRules(Rules):
     hidden_text: HiddenTextRule | None = None
     secrets: SecretsRule | None = None
     pii: PiiRule | None = None
@@ -218,7 +218,7 @@ class InputRules(_Rules):
     topics: TopicsRule | None = None
 
 
-class ContextRules(_Rules):
+class ContextRules(Rules):
     hidden_text: HiddenTextRule | None = None
     prompt_injection: InjectionRule | None = None
     secrets: SecretsRule | None = None
@@ -226,7 +226,7 @@ class ContextRules(_Rules):
     toxicity: ToxicityRule | None = None
 
 
-class OutputRules(_Rules):
+class OutputRules(Rules):
     hidden_text: HiddenTextRule | None = None
     secrets: SecretsRule | None = None
     pii: PiiRule | None = None
@@ -236,7 +236,7 @@ class OutputRules(_Rules):
     json_schema: JsonSchemaRule | None = None
 
 
-class DocumentRules(_Rules):
+class DocumentRules(Rules):
     secrets: SecretsRule | None = None
     pii: PiiRule | None = None
 
