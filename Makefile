@@ -7,6 +7,10 @@ STAMP := $(VENV)/.setup-done
 MODEL_DIR := models/all-MiniLM-L6-v2
 # The tiny random-weight causal LM that Triton's causal_lm serves by default (LLMOPS_LLM_PATH).
 TINY_LLM_DIR := models/tiny-llm
+# The guardrails' injection and toxicity heads over the multilingual encoder, trained from the
+# public sets under tests/data/guardrails (fixed seed, deterministic).
+GUARD_DIR := models/guardrails
+GUARD_DATA := $(wildcard tests/data/guardrails/injection/* tests/data/guardrails/toxicity/*)
 # Every Triton python model runs in its own venv (numpy<2), in its folder: python_env/,
 # with the requirements of its requirements.txt (none: numpy==1.26.4 only).
 TRITON_MODEL_ENVS := $(patsubst %/config.pbtxt,%/python_env/.installed,$(wildcard deploy/triton/models/*/config.pbtxt))
@@ -16,7 +20,7 @@ NODE_CLIENT := tests/node_client
 .PHONY: setup up down test lint proto bench clean
 
 ## setup: venv, dependencies (torch CPU first), generated code, model files, Triton and its models' venvs, the Node client's packages
-setup: $(STAMP) proto $(MODEL_DIR)/llmops_model.json $(TINY_LLM_DIR)/tiny_llm.json .cache/triton/.installed $(TRITON_MODEL_ENVS) $(NODE_CLIENT)/node_modules/.installed
+setup: $(STAMP) proto $(MODEL_DIR)/llmops_model.json $(TINY_LLM_DIR)/tiny_llm.json $(GUARD_DIR)/classifiers.json .cache/triton/.installed $(TRITON_MODEL_ENVS) $(NODE_CLIENT)/node_modules/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +40,9 @@ $(MODEL_DIR)/llmops_model.json: $(STAMP)
 
 $(TINY_LLM_DIR)/tiny_llm.json: $(STAMP) services/inference/build_tiny_llm.py
 	HF_HUB_OFFLINE=1 $(BIN)/python -m inference.build_tiny_llm --out $(TINY_LLM_DIR) --force
+
+$(GUARD_DIR)/classifiers.json: $(STAMP) $(GUARD_DATA) services/guardrails/train_classifiers.py services/guardrails/classifier.py services/guardrails/multilingual.py
+	HF_HUB_OFFLINE=1 $(BIN)/python -m guardrails.train_classifiers --out $(GUARD_DIR)
 
 .cache/triton/.installed: $(STAMP)
 	$(BIN)/python -c 'from pathlib import Path; from llmops.triton import install_runtime; install_runtime(Path(".cache/triton"))'
