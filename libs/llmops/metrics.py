@@ -56,6 +56,17 @@ TIME_TO_FIRST_TOKEN = Histogram(
     ["model"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+GUARDRAIL_CHECKS = Counter(
+    "llmops_guardrail_checks_total",
+    "guardrail checks by direction and the action taken",
+    ["direction", "action"],
+)
+GUARDRAIL_SCANNER_SECONDS = Histogram(
+    "llmops_guardrail_scanner_seconds",
+    "one scanner's time on one text",
+    ["scanner"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:

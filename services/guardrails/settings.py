@@ -1,0 +1,26 @@
+"""Guardrails settings (`LLMOPS_*`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from llmops.settings import CommonSettings
+
+
+class GuardrailsSettings(CommonSettings):
+    guardrails_metrics_port: int = 9468
+    guardrails_default_policy_file: Path = Field(
+        Path("deploy/guardrails/policies/default.yaml"),
+        description="the baseline tenant's default policy, stored when it has none yet",
+    )
+    guardrails_max_text_chars: int = Field(
+        100_000, gt=0, description="the longest question, passage or answer a check takes"
+    )
+    guardrails_max_document_chars: int = Field(
+        20_000_000, gt=0, description="the longest document text a check takes"
+    )
+    guardrails_workers: int = Field(
+        2, gt=0, description="threads running scanners (ONNX Runtime and spaCy release the GIL)"
+    )
