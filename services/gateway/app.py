@@ -8,15 +8,17 @@ from gateway.budgets import BudgetGuard
 from gateway.caches import ExactCache
 from gateway.embeddings import EmbeddingsFlow
 from gateway.grpc_api import GatewayServicer
-from gateway.interactions import InteractionPublisher
+from gateway.guard import Guard
 from gateway.openai_api import create_http_app
 from gateway.pipeline import ChatPipeline, Upstreams
 from gateway.prompts import Prompts, load_prompts
 from gateway.ratelimit import RateLimiter
 from gateway.settings import GatewaySettings
 from llmops.apikeys import KeyDirectory
+from llmops.bus.publisher import EventPublisher
 from llmops.bus.topology import RATE_LIMITS_BUCKET, RESPONSE_CACHE_BUCKET
 from llmops.grpcutil import lazy_stub
+from llmops.guardrails.store import PolicyMirror
 from llmops.logging import get_logger
 from llmops.pricebook import PriceBook
 from llmops.service import Loaded, ServiceApp
@@ -25,6 +27,7 @@ from llmops.v1 import (
     embedding_pb2_grpc,
     gateway_pb2,
     gateway_pb2_grpc,
+    guardrails_pb2_grpc,
     inference_pb2_grpc,
     retrieval_pb2_grpc,
 )
@@ -45,17 +48,23 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
     prompts: Loaded[Prompts] = Loaded("the prompts file")
     exact_cache: Loaded[ExactCache] = Loaded("the exact cache")
     limiter: Loaded[RateLimiter] = Loaded("the rate limiter")
-    events: Loaded[InteractionPublisher] = Loaded("the interaction publisher")
+    events: Loaded[EventPublisher] = Loaded("the interaction publisher")
     keys = KeyDirectory()
     upstreams = Upstreams(
         retrieval=lazy_stub(retrieval_pb2_grpc.RetrievalStub, settings.retrieval_addr),
         inference=lazy_stub(inference_pb2_grpc.InferenceStub, settings.inference_addr),
         embedding=lazy_stub(embedding_pb2_grpc.EmbeddingStub, settings.embedding_addr),
     )
+    policies = PolicyMirror()
+    guard = Guard(
+        policies,
+        lazy_stub(guardrails_pb2_grpc.GuardrailsStub, settings.guardrails_addr),
+        events,
+    )
     prices = PriceBook()
     budgets = BudgetGuard(settings.gateway_replicas)
     pipeline = ChatPipeline(
-        settings, prompts, upstreams, exact_cache, limiter, events, prices, budgets
+        settings, prompts, upstreams, exact_cache, limiter, events, prices, budgets, guard
     )
     embeddings = EmbeddingsFlow(upstreams.embedding, limiter, events, prices, budgets)
     http = create_http_app(settings, keys, pipeline, embeddings, upstreams.inference)
@@ -68,12 +77,13 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
             ExactCache(await js.key_value(RESPONSE_CACHE_BUCKET), settings.exact_cache_ttl_s)
         )
         limiter.set(RateLimiter(await js.key_value(RATE_LIMITS_BUCKET)))
-        publisher = InteractionPublisher(js)
+        publisher = EventPublisher(js, STAGE)
         publisher.start()
         events.set(publisher)
         await keys.start(js)
         await prices.start(js)
         await budgets.start(js)
+        await policies.start(js)
         port = port_of(settings.gateway_http_addr)
         await runner.setup()
         await web.TCPSite(runner, settings.bind_host, port).start()
@@ -88,6 +98,7 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
         await keys.stop()
         await prices.stop()
         await budgets.stop()
+        await policies.stop()
 
     app.on_startup(load)
     app.on_shutdown(close)

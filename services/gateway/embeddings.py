@@ -15,9 +15,10 @@ import numpy as np
 
 from gateway.budgets import BudgetGuard
 from gateway.errors import GatewayError
-from gateway.interactions import InteractionPublisher
 from gateway.ratelimit import Quota, RateLimiter
 from llmops.apikeys import KeyRecord
+from llmops.bus.publisher import EventPublisher
+from llmops.bus.topology import INTERACTION_EVENTS
 from llmops.pricebook import PriceBook, amount
 from llmops.service import Loaded
 from llmops.v1 import embedding_pb2, embedding_pb2_grpc, events_pb2, inference_pb2
@@ -28,7 +29,7 @@ class EmbeddingsFlow:
         self,
         embedding: Callable[[], embedding_pb2_grpc.EmbeddingStub],
         limiter: Loaded[RateLimiter],
-        events: Loaded[InteractionPublisher],
+        events: Loaded[EventPublisher],
         prices: PriceBook,
         budgets: BudgetGuard,
     ) -> None:
@@ -82,7 +83,7 @@ class EmbeddingsFlow:
             raise
         finally:
             event.total_ms = (time.perf_counter() - started) * 1000
-            self._events.value.emit(event)
+            self._events.value.emit(INTERACTION_EVENTS, event)
         data = [
             {"object": "embedding", "index": i, "embedding": _encode(vector.values, encoding)}
             for i, vector in enumerate(result.vectors)

@@ -267,6 +267,7 @@ def chat_request(body: dict[str, Any]) -> gateway_pb2.ChatRequest:
     chat.collection = _str(extras, "collection")
     chat.prompt = _str(extras, "prompt")
     chat.prompt_version = _str(extras, "prompt_version")
+    chat.guardrail_policy = _str(extras, "guardrail_policy")
     filters = extras.get("filters") or {}
     if not isinstance(filters, dict):
         raise _invalid("llmops.filters must be an object of strings")
@@ -389,6 +390,7 @@ def _extras(final: gateway_pb2.ChatFinal) -> dict[str, Any]:
         "time_to_first_token_ms": final.time_to_first_token_ms,
         "overhead_ms": final.overhead_ms,
         "steps": {s.step: s.ms for s in final.steps},
+        "guardrails": MessageToDict(final.guardrails, preserving_proto_field_name=True),
     }
 
 

@@ -1,4 +1,6 @@
-"""The chat pipeline both APIs run: limits → caches → retrieval → prompt → inference → reply.
+"""The chat pipeline both APIs run: limits → caches → retrieval → prompt → inference → reply,
+with the tenant's guardrail policy on the question (beside caches and retrieval), on the
+retrieved passages and on the answer as it streams.
 
 `ChatPipeline.run` is an async generator of Delta messages and one closing
 ChatFinal; failures raise GatewayError. Whatever happens (answer, error,
@@ -15,7 +17,7 @@ import datetime as dt
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -24,13 +26,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gateway.budgets import BudgetGuard
 from gateway.caches import ExactCache, request_digest, semantic_scope
 from gateway.errors import GatewayError, from_rpc_error
-from gateway.interactions import InteractionPublisher, apply_retention
-from gateway.prompts import Passage, Prompts
-from gateway.ratelimit import RateLimiter, quotas_of
+from gateway.guard import Asked, Checked, Guard
+from gateway.interactions import apply_retention
+from gateway.prompts import Passage, Prompts, PromptVersion
+from gateway.ratelimit import Quota, RateLimiter, quotas_of
 from gateway.settings import GatewaySettings
 from gateway.timing import RequestTimer
 from llmops import metrics, tracing
 from llmops.apikeys import KeyRecord, TenantRecord
+from llmops.bus.publisher import EventPublisher
+from llmops.bus.topology import INTERACTION_EVENTS
 from llmops.logging import get_logger
 from llmops.pricebook import PriceBook
 from llmops.service import Loaded
@@ -100,6 +105,7 @@ class _Outcome:
     text: list[str] = field(default_factory=list)
     final: gateway_pb2.ChatFinal = field(default_factory=gateway_pb2.ChatFinal)
     failed_targets: list[str] = field(default_factory=list)
+    checked: Checked | None = None  # what the guardrails did (None: no policy applies)
 
 
 class ChatPipeline:
@@ -110,11 +116,13 @@ class ChatPipeline:
         upstreams: Upstreams,
         exact_cache: Loaded[ExactCache],
         limiter: Loaded[RateLimiter],
-        events: Loaded[InteractionPublisher],
+        events: Loaded[EventPublisher],
         prices: PriceBook,
         budgets: BudgetGuard,
+        guard: Guard,
     ) -> None:
         self._settings = settings
+        self._guard = guard
         self._prices = prices
         self._budgets = budgets
         self._prompts = prompts
@@ -172,7 +180,54 @@ class ChatPipeline:
         prompt_name, template = resolved
         final = outcome.final
         final.prompt, final.prompt_version = prompt_name, template.version
+        asked = Asked(call.key.tenant, call.key.key_id, call.request_id, final.trace_id)
+        checking = self._check_input(call, question, asked, budget, outcome)
+        try:
+            async for response in self._guarded_answer(
+                call,
+                timer,
+                budget,
+                outcome,
+                arrived,
+                question,
+                history,
+                checking,
+                asked,
+                template,
+                quotas,
+            ):
+                yield response
+        finally:
+            if checking is not None and not checking.done():
+                checking.cancel()
 
+    def _check_input(
+        self, call: Call, question: str, asked: Asked, budget: _Budget, outcome: _Outcome
+    ) -> asyncio.Task[None] | None:
+        """The question's check, started now so it runs beside caches and retrieval."""
+        policy = self._guard.policy(call.key.tenant, call.request.guardrail_policy)
+        if policy is None:
+            return None
+        checked = outcome.checked = Checked(policy)
+        return asyncio.create_task(self._guard.check_input(checked, question, asked, budget.left()))
+
+    async def _guarded_answer(
+        self,
+        call: Call,
+        timer: RequestTimer,
+        budget: _Budget,
+        outcome: _Outcome,
+        arrived: float,
+        question: str,
+        history: list[inference_pb2.ChatMessage],
+        checking: asyncio.Task[None] | None,
+        asked: Asked,
+        template: PromptVersion,
+        quotas: list[Quota],
+    ) -> AsyncIterator[gateway_pb2.ChatResponse]:
+        request = call.request
+        final = outcome.final
+        checked = outcome.checked
         use_exact = call.tenant.exact_cache and not request.cache.no_exact
         use_semantic = call.tenant.semantic_cache and not request.cache.no_semantic and not history
         # Keys only for the caches in use: hashing the request is not free.
@@ -189,46 +244,43 @@ class ChatPipeline:
             scope,
         )
         if cached is not None:
-            for response in self._replay(*cached, timer, outcome):
-                yield response
-            return
+            await _settled(checking, timer)
+            # A question that had to be redacted is never answered from (or put in) a cache:
+            # the cached answer may hold someone else's restored values.
+            if checked is None or not checked.redacted:
+                for response in self._replay(*cached, timer, outcome):
+                    yield response
+                return
         if use_exact or use_semantic:
             final.cache = gateway_pb2.CACHE_STATUS_MISS
         else:
             final.cache = gateway_pb2.CACHE_STATUS_BYPASS
 
-        hits = await self._retrieve(call, timer, budget, question)
-        passages = [Passage(number=i + 1, text=hit.text) for i, hit in enumerate(hits)]
+        hits = await self._retrieve_beside(call, timer, budget, question, checking)
+        if checked is not None and checked.redacted:
+            final.cache = gateway_pb2.CACHE_STATUS_BYPASS
+            exact_key = scope = None
+            question = checked.question
+            history = _pseudonymised(history, checked.restore)
+        hits, texts = await self._checked_passages(checked, hits, asked, timer, budget)
+        passages = [Passage(number=i + 1, text=text) for i, text in enumerate(texts)]
         with timer.step("prompt"):
             messages = Prompts.render(template, history, question, passages)
         generate = inference_pb2.GenerateRequest(
             model=request.model,
             prompt=question,
-            context=[p.text for p in passages],
+            context=texts,
             tenant=call.key.tenant,
             request_id=call.request_id,
             messages=messages,
             params=request.params,
         )
-        done: inference_pb2.Final | None = None
-        async for piece in self._generate(generate, timer, budget):
-            if isinstance(piece, inference_pb2.Final):
-                done = piece
-                break
-            timer.mark_first_token()
-            outcome.text.append(piece.text)
-            yield gateway_pb2.ChatResponse(delta=piece)
-        assert done is not None  # _generate ends with the Final or raises
-        final.model_used = done.model_used
-        final.usage.CopyFrom(done.usage)
-        final.cost.CopyFrom(
-            self._prices.cost(
-                done.model_used, dt.datetime.fromtimestamp(arrived, dt.UTC), done.usage
-            )
-        )
-        outcome.failed_targets.extend(done.failed_targets)
-        cited = list(done.citations) or _marked(outcome.text, len(hits))
-        final.citations.extend(_citation(hits[i], i + 1) for i in cited if 0 <= i < len(hits))
+        ending: list[inference_pb2.Final] = []
+        async for delta in self._stream(generate, checked, texts, asked, timer, budget, ending):
+            outcome.text.append(delta.delta.text)
+            yield delta
+        done = ending[0]  # the stream ends with the Final or raises
+        self._settle(final, done, arrived, outcome, hits)
         closing = self._closing(final, timer)
         yield closing
         answer = "".join(outcome.text)
@@ -244,6 +296,115 @@ class ChatPipeline:
                 quotas, done.usage.input_tokens + done.usage.output_tokens
             )
         )
+
+    async def _checked_passages(
+        self,
+        checked: Checked | None,
+        hits: list[retrieval_pb2.SearchHit],
+        asked: Asked,
+        timer: RequestTimer,
+        budget: _Budget,
+    ) -> tuple[list[retrieval_pb2.SearchHit], list[str]]:
+        """The passages that may go into the prompt (injections left out, PII redacted)."""
+        texts = [hit.text for hit in hits]
+        if checked is None or not hits:
+            return hits, texts
+        with timer.step("guardrails.context", upstream=True):
+            allowed = await self._guard.check_context(checked, texts, asked, budget.left())
+        if allowed is None:
+            return hits, texts
+        kept = [(hit, text) for hit, text in zip(hits, allowed, strict=True) if text]
+        return [h for h, _ in kept], [t for _, t in kept]
+
+    async def _stream(
+        self,
+        generate: inference_pb2.GenerateRequest,
+        checked: Checked | None,
+        texts: list[str],
+        asked: Asked,
+        timer: RequestTimer,
+        budget: _Budget,
+        ending: list[inference_pb2.Final],
+    ) -> AsyncIterator[gateway_pb2.ChatResponse]:
+        """The answer's deltas, through the output check when the policy has one."""
+        guarded = self._guard.needs_output_check(checked)
+        pieces = self._pieces(generate, timer, budget, ending, timed=not guarded)
+        if checked is not None and guarded:
+            pieces = self._guard.check_output(checked, pieces, texts, asked, budget.left())
+        async with contextlib.aclosing(pieces):  # a caller gone stops the model at once
+            while True:
+                began = time.perf_counter()
+                try:
+                    text = await anext(pieces)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    if guarded:
+                        timer.add("inference", time.perf_counter() - began, upstream=True)
+                if text:
+                    timer.mark_first_token()
+                    yield gateway_pb2.ChatResponse(delta=inference_pb2.Delta(text=text))
+
+    def _settle(
+        self,
+        final: gateway_pb2.ChatFinal,
+        done: inference_pb2.Final,
+        arrived: float,
+        outcome: _Outcome,
+        hits: list[retrieval_pb2.SearchHit],
+    ) -> None:
+        """The final message from the model's Final: model, usage, cost, citations, guardrails."""
+        final.model_used = done.model_used
+        final.usage.CopyFrom(done.usage)
+        final.cost.CopyFrom(
+            self._prices.cost(
+                done.model_used, dt.datetime.fromtimestamp(arrived, dt.UTC), done.usage
+            )
+        )
+        outcome.failed_targets.extend(done.failed_targets)
+        cited = list(done.citations) or _marked(outcome.text, len(hits))
+        final.citations.extend(_citation(hits[i], i + 1) for i in cited if 0 <= i < len(hits))
+        if outcome.checked is not None:
+            final.guardrails.CopyFrom(outcome.checked.summary)
+
+    async def _retrieve_beside(
+        self,
+        call: Call,
+        timer: RequestTimer,
+        budget: _Budget,
+        question: str,
+        checking: asyncio.Task[None] | None,
+    ) -> list[retrieval_pb2.SearchHit]:
+        """Retrieval while the question is checked; a block cancels the search."""
+        if checking is None:
+            return await self._retrieve(call, timer, budget, question)
+        began = time.perf_counter()
+        search = asyncio.create_task(self._retrieve(call, timer, budget, question, timed=False))
+        try:
+            await checking
+        except BaseException:
+            search.cancel()
+            raise
+        finally:
+            timer.add("guardrails.input", time.perf_counter() - began)
+        hits = await search
+        timer.waited(time.perf_counter() - began)
+        return hits
+
+    async def _pieces(
+        self,
+        generate: inference_pb2.GenerateRequest,
+        timer: RequestTimer,
+        budget: _Budget,
+        ending: list[inference_pb2.Final],
+        timed: bool,
+    ) -> AsyncGenerator[str, None]:
+        """The answer's text pieces; the inference Final is left in `ending`."""
+        async for piece in self._generate(generate, timer, budget, timed):
+            if isinstance(piece, inference_pb2.Final):
+                ending.append(piece)
+                return
+            yield piece.text
 
     async def _cached(
         self,
@@ -292,6 +453,7 @@ class ChatPipeline:
         timer: RequestTimer,
         budget: _Budget,
         question: str,
+        timed: bool = True,
     ) -> list[retrieval_pb2.SearchHit]:
         options = call.request.retrieval
         if options.disabled:
@@ -304,7 +466,7 @@ class ChatPipeline:
             filters=call.request.filters,
             mode=_MODES.get(options.mode, retrieval_pb2.SEARCH_MODE_HYBRID),
         )
-        with timer.step("retrieval", upstream=True):
+        with timer.step("retrieval", upstream=timed):
             try:
                 found = await self._upstreams.retrieval().Search(
                     search, timeout=budget.left(), metadata=budget.metadata
@@ -318,8 +480,10 @@ class ChatPipeline:
         generate: inference_pb2.GenerateRequest,
         timer: RequestTimer,
         budget: _Budget,
+        timed: bool,
     ) -> AsyncIterator[inference_pb2.Delta | inference_pb2.Final]:
-        """The inference stream's deltas, then its Final; time spent waiting counts upstream."""
+        """The inference stream's deltas, then its Final; time spent waiting counts upstream
+        (unless the caller times it: a guarded answer waits on the guardrails, not on this)."""
         stream = self._upstreams.inference().Generate(
             generate, timeout=budget.left(), metadata=budget.metadata
         )
@@ -341,7 +505,8 @@ class ChatPipeline:
                 except grpc.aio.AioRpcError as exc:
                     raise from_rpc_error("inference", exc) from None
                 finally:
-                    timer.add("inference", time.perf_counter() - began, upstream=True)
+                    if timed:
+                        timer.add("inference", time.perf_counter() - began, upstream=True)
                 if final:
                     yield response.final
                     return
@@ -451,8 +616,18 @@ class ChatPipeline:
         )
         event.time.CopyFrom(_timestamp(arrived))
         question = call.request.messages[-1].content if call.request.messages else ""
-        apply_retention(event, self._settings.event_text, question, "".join(outcome.text))
-        self._events.value.emit(event)
+        answer = "".join(outcome.text)
+        checked = outcome.checked
+        if checked is not None:
+            event.guardrails.CopyFrom(checked.summary)
+            # What the guardrails redacted stays redacted here: the restored answer and the
+            # caller's own question are the caller's, not the analysts'.
+            if checked.redacted:
+                question = checked.question
+            if checked.answer:
+                answer = "".join(checked.answer)
+        apply_retention(event, self._settings.event_text, question, answer)
+        self._events.value.emit(INTERACTION_EVENTS, event)
         cache = gateway_pb2.CacheStatus.Name(final.cache).removeprefix("CACHE_STATUS_").lower()
         metrics.CHAT_REQUESTS.labels(call.api, status, cache).inc()
         metrics.GATEWAY_OVERHEAD.labels(call.api).observe(timer.overhead_ms / 1000)
@@ -507,6 +682,29 @@ def _question(request: gateway_pb2.ChatRequest) -> tuple[str, list[inference_pb2
             f"unknown message roles {sorted(roles)}; use system, user or assistant",
         )
     return last.content, list(request.messages[:-1])
+
+
+async def _settled(checking: asyncio.Task[None] | None, timer: RequestTimer) -> None:
+    """Wait for the question's check (a GatewayError if it was blocked)."""
+    if checking is not None:
+        with timer.step("guardrails.input", upstream=True):
+            await checking
+
+
+def _pseudonymised(
+    history: list[inference_pb2.ChatMessage], restore: dict[str, str]
+) -> list[inference_pb2.ChatMessage]:
+    """Earlier turns with the values the question's check redacted replaced there too."""
+    if not restore:
+        return history
+    pairs = sorted(restore.items(), key=lambda kv: -len(kv[1]))  # longest value first
+    turns = []
+    for message in history:
+        content = message.content
+        for placeholder, value in pairs:
+            content = content.replace(value, placeholder)
+        turns.append(inference_pb2.ChatMessage(role=message.role, content=content))
+    return turns
 
 
 def _marked(text: list[str], passages: int) -> list[int]:

@@ -37,6 +37,10 @@ class RequestTimer:
         if upstream:
             self.upstream_s += seconds
 
+    def waited(self, seconds: float) -> None:
+        """Time spent waiting on upstreams that ran side by side (counted once, no step)."""
+        self.upstream_s += seconds
+
     def mark_first_token(self) -> None:
         if self.first_token_s is None:
             self.first_token_s = time.perf_counter() - self.started

@@ -1,13 +1,17 @@
-"""Ingestion service: documents in (`llmops.docs.ingest`/`.delete`, gRPC), chunks out."""
+"""Ingestion service: documents in (`llmops.docs.ingest`/`.delete`, gRPC), chunks out,
+redacted first where the tenant's guardrail policy asks."""
 
 from __future__ import annotations
 
 from ingestion.handlers import STAGE, IngestHandler, IngestionServicer
+from ingestion.redaction import DocumentRedactor
 from ingestion.settings import IngestionSettings
 from llmops.bus.events import failure_events
 from llmops.bus.topology import INGESTION_CONSUMER
+from llmops.grpcutil import lazy_stub
+from llmops.guardrails.store import PolicyMirror
 from llmops.service import ServiceApp
-from llmops.v1 import ingestion_pb2, ingestion_pb2_grpc
+from llmops.v1 import guardrails_pb2_grpc, ingestion_pb2, ingestion_pb2_grpc
 
 SERVICE_NAME = ingestion_pb2.DESCRIPTOR.services_by_name["Ingestion"].full_name
 
@@ -20,10 +24,23 @@ def create_app(settings: IngestionSettings) -> ServiceApp:
         metrics_port=settings.ingestion_metrics_port,
         grpc_services=[SERVICE_NAME],
     )
-    handler = IngestHandler(settings, lambda: app.js)
+    policies = PolicyMirror()
+    redactor = DocumentRedactor(
+        policies, lazy_stub(guardrails_pb2_grpc.GuardrailsStub, settings.guardrails_addr)
+    )
+    handler = IngestHandler(settings, lambda: app.js, redactor)
+
+    async def load() -> None:
+        await handler.start()
+        await policies.start(app.js)
+
+    async def close() -> None:
+        await policies.stop()
+
     servicer = IngestionServicer(lambda: app.js, settings.max_document_bytes)
 
-    app.on_startup(handler.start)
+    app.on_startup(load)
+    app.on_shutdown(close)
     app.add_grpc(
         lambda server: ingestion_pb2_grpc.add_IngestionServicer_to_server(servicer, server)
     )

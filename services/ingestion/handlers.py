@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 
 from ingestion.errors import IngestionError, InvalidDocument
 from ingestion.pipeline import DocumentPipeline
+from ingestion.redaction import DocumentRedactor
 from ingestion.registry import DocumentRegistry, DocumentState
 from ingestion.settings import IngestionSettings
 from llmops import metrics
@@ -42,9 +43,15 @@ DEFAULT = "default"
 class IngestHandler:
     """Handles a batch from `llmops.docs.ingest` / `llmops.docs.delete`, in order."""
 
-    def __init__(self, settings: IngestionSettings, js: Callable[[], JetStreamContext]) -> None:
+    def __init__(
+        self,
+        settings: IngestionSettings,
+        js: Callable[[], JetStreamContext],
+        redactor: DocumentRedactor,
+    ) -> None:
         self._settings = settings
         self._js = js
+        self._redactor = redactor
         self._pipeline: Loaded[DocumentPipeline] = Loaded("the document pipeline")
         self._registry: Loaded[DocumentRegistry] = Loaded("the document registry")
 
@@ -102,6 +109,7 @@ class IngestHandler:
             )
             return
         version = (state.version if state else 0) + 1
+        prepared = await self._redactor.redact(doc, prepared)
         chunked = await asyncio.to_thread(self._pipeline.value.chunk, doc, prepared, version)
         await self._publish(chunked)
         await registry.put(
