@@ -175,7 +175,7 @@ class Guard:
         pump = _Pump(call, start, pieces)
         task = asyncio.create_task(pump.run())
         # A failing answer (inference) ends the check too, so the read below wakes up.
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or call.cancel())
+        task.add_done_callback(lambda t: _failed(t) and call.cancel())
         consumed = 0
         checked.summary.output_action = "allow"
         try:
@@ -195,8 +195,15 @@ class Guard:
                         yield reply.released
                     if reply.done:
                         break
+            except asyncio.CancelledError:
+                # Our own cancel of the check (the answer failed) surfaces here as a cancel;
+                # anything else (the caller went away) is a real one.
+                current = asyncio.current_task()
+                if (current is not None and current.cancelling()) or not _failed(task):
+                    raise
+                await task  # raises the answer's own error (inference, deadline, ...)
             except grpc.aio.AioRpcError as exc:
-                if task.done() and not task.cancelled() and task.exception() is not None:
+                if _failed(task):
                     await task  # the answer failed, not the guardrails: that error is the one
                 checked.summary.output_action = self._unscanned(
                     checked.policy, "output", exc, asked
@@ -314,6 +321,10 @@ class _Pump:
         tail = restorer.flush()
         if tail:
             yield tail
+
+
+def _failed(task: asyncio.Task[None]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is not None
 
 
 def _ms(began: float) -> float:

@@ -24,6 +24,7 @@ def test_status_reports_every_component_ready(platform: Platform) -> None:
         "gateway",
         "analytics",
         "metering",
+        "guardrails",
     }
     assert all(c["ready"] and c["pid"] for c in report["components"].values())
 

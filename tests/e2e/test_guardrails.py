@@ -17,11 +17,12 @@ import openai
 import pytest
 
 from llmops.grpcutil import channel
-from llmops.v1 import gateway_pb2_grpc
+from llmops.v1 import gateway_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 from tests.e2e.gateway_support import (
     TIMEOUT,
     Tenant,
     ask,
+    ingest,
     interaction_events,
     new_tenant,
     openai_client,
@@ -251,3 +252,26 @@ async def test_a_policy_set_with_the_cli_applies_without_restart(
     assert "weather" in (refused.value.details() or "")
     shown = rig.platform.cli("guardrails", "show", "--tenant", tenant.name)
     assert shown.returncode == 0 and "weather" in shown.stdout
+
+
+async def test_a_policy_can_redact_documents_before_they_are_indexed(
+    rig: Rig, tmp_path: Path
+) -> None:
+    tenant = await new_tenant(rig.platform)
+    await set_policy(
+        rig, tmp_path, f"tenant: {tenant.name}\ndocuments:\n  pii: {{action: redact}}\n"
+    )
+    text = (
+        "# Support contacts\n\nFor refunds write to Jane Roe at jane.roe@example.com, "
+        "or call +44 20 7946 0958 on weekdays.\n"
+    )
+    await ingest(rig.platform, tenant.name, "contacts", text)
+    async with channel(rig.platform.addr("retrieval")) as ch:
+        found = await retrieval_pb2_grpc.RetrievalStub(ch).Search(
+            retrieval_pb2.SearchRequest(tenant=tenant.name, query="refund contact", top_k=3),
+            timeout=TIMEOUT,
+        )
+    stored = " ".join(hit.text for hit in found.hits)
+    assert "For refunds write to" in stored
+    assert EMAIL not in stored and "Jane Roe" not in stored and "7946" not in stored
+    assert "<EMAIL_1>" in stored and "<PERSON_1>" in stored and "<PHONE_1>" in stored
