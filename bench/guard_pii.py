@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-for _path in (ROOT, ROOT / "libs", ROOT / "services"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+# Ahead of this script's own folder, whose bench/guardrails.py would shadow the package.
+sys.path[:0] = [str(ROOT / "services"), str(ROOT / "libs"), str(ROOT)]
 
 from guardrails.scanners.base import ScanInput  # noqa: E402
 from guardrails.scanners.pii import PiiScanner, load_ner  # noqa: E402

