@@ -1,5 +1,8 @@
 """Injection and toxicity scanners: quality on the shipped test splits, latency per check.
 
+The injection line also gives its false-positive rate on the held-out generated benign
+messages (tests/data/guardrails/injection/SOURCE.md: templates never trained on).
+
 `python bench/guard_classifiers.py` (after `make setup`, which trains the heads into
 models/guardrails). Latency is one `scan` on one core: a short question and a
 ~500-token passage (windows and rules included).
@@ -7,22 +10,32 @@ models/guardrails). Latency is one `scan` on one core: a short question and a
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+ROOT = Path(__file__).resolve().parents[1]
+# services/ first: run from bench/, `guardrails` would otherwise be bench/guardrails.py.
+sys.path[:0] = [str(ROOT / "services"), str(ROOT / "libs"), str(ROOT)]
 
-from guardrails.classifier import precision_recall_f1
-from guardrails.multilingual import MultilingualEncoder
-from guardrails.scanners.base import Scan, ScanInput
-from guardrails.scanners.injection import InjectionScanner, load_injection_model
-from guardrails.scanners.toxicity import ToxicityScanner, load_toxicity_model
-from guardrails.train_classifiers import read_split, split_files
-from llmops.guardrails.policy import InjectionRule, ToxicityRule
+import numpy as np  # noqa: E402
 
-MODELS = Path(__file__).resolve().parents[1] / "models" / "guardrails"
+from guardrails.classifier import precision_recall_f1  # noqa: E402
+from guardrails.multilingual import MultilingualEncoder  # noqa: E402
+from guardrails.scanners.base import Scan, ScanInput  # noqa: E402
+from guardrails.scanners.injection import InjectionScanner, load_injection_model  # noqa: E402
+from guardrails.scanners.toxicity import ToxicityScanner, load_toxicity_model  # noqa: E402
+from guardrails.train_classifiers import (  # noqa: E402
+    false_positive_rate,
+    heldout_benign,
+    read_split,
+    split_files,
+)
+from llmops.guardrails.policy import InjectionRule, ToxicityRule  # noqa: E402
+
+MODELS = ROOT / "models" / "guardrails"
 SHORT = "Wie viel Eiweiß braucht ein Erwachsener am Tag, und welche Lebensmittel helfen?"
 SENTENCE = (
     "Heat pumps move heat from the outside air into the house, and they work best "
@@ -60,6 +73,10 @@ def evaluate(models_dir: Path = MODELS) -> dict[str, Any]:
             "short": _latency(scan, SHORT, 200),
             "long": _latency(scan, long_text, 30),
         }
+        held = heldout_benign(task)
+        if held:
+            results[task]["heldout_fp"] = false_positive_rate(scan, held[1])
+            results[task]["heldout_rows"] = len(held[1])
     return results
 
 
@@ -76,6 +93,8 @@ def main() -> None:
             f"{r['short']['p50_ms']:>8.1f}/{r['short']['p95_ms']:<8.1f}  "
             f"{r['long']['p50_ms']:>11.1f}/{r['long']['p95_ms']:<10.1f}"
         )
+        if "heldout_fp" in r:
+            print(f"{'':10} held-out benign FP {r['heldout_fp']:.3f} of {r['heldout_rows']} rows")
 
 
 if __name__ == "__main__":

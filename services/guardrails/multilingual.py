@@ -315,7 +315,11 @@ class MultilingualEncoder:
         return [e.ids for e in self._tokenizer.encode_batch_fast(prepared)]
 
     def encode_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int = 32) -> Floats:
-        """Vectors of content-token sequences (each at most 510 ids), padded per batch."""
+        """Vectors of content-token sequences (each at most 510 ids), padded per batch.
+
+        The int8 graph quantises activations per run, so a vector shifts a little with the
+        other rows (and padding) of its batch: batch_size=1 gives what a lone check sees.
+        """
         n = len(token_ids)
         out = np.empty((n, self.dimensions), dtype=np.float32)
         order = sorted(range(n), key=lambda i: -len(token_ids[i]))
@@ -324,9 +328,10 @@ class MultilingualEncoder:
             out[rows] = self._run([token_ids[i] for i in rows])
         return out
 
-    def encode(self, texts: Sequence[str], max_tokens: int = 510) -> Floats:
+    def encode(self, texts: Sequence[str], max_tokens: int = 510, batch_size: int = 32) -> Floats:
         """Each text's vector from its first `max_tokens` tokens."""
-        return self.encode_ids([ids[:max_tokens] for ids in self.token_ids(texts)])
+        ids = [ids[:max_tokens] for ids in self.token_ids(texts)]
+        return self.encode_ids(ids, batch_size)
 
     def _run(self, batch: list[Sequence[int]]) -> Floats:
         width = min(max(len(ids) for ids in batch) + 2, self._max_positions)

@@ -98,6 +98,12 @@ class PiiRule(Rule):
 
 class InjectionRule(Rule):
     action: Action = "block"
+    require_cue: bool = Field(
+        False,
+        description="fire on the classifier only where the text also reads like an "
+        "instruction to the model (ignore, system prompt, you are now, ...): for retrieved "
+        "passages and documents, which are not what the classifier learned from",
+    )
 
     @field_validator("action")
     @classmethod
@@ -367,6 +373,8 @@ def default_policy() -> Policy:
             pii=PiiRule(restore=True),
             prompt_injection=InjectionRule(),
         ),
-        context=ContextRules(hidden_text=HiddenTextRule(), prompt_injection=InjectionRule()),
+        context=ContextRules(
+            hidden_text=HiddenTextRule(), prompt_injection=InjectionRule(require_cue=True)
+        ),
         output=OutputRules(secrets=SecretsRule(), pii=PiiRule(), groundedness=GroundednessRule()),
     )

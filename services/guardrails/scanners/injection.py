@@ -56,6 +56,17 @@ CUES = re.compile(
     re.IGNORECASE,
 )
 
+# What a text says when it addresses the model rather than a reader: with `require_cue`
+# (retrieved passages, documents) a classifier window fires only where one of these is in it.
+ADDRESSING = re.compile(
+    r"\b(?:ignore|disregard|forget|override|bypass|pretend|jailbreak|instructions?|"
+    r"(?:system|initial|hidden|original)\s+prompt|you are now|from now on|act as|role-?play|"
+    r"you must|do not (?:tell|mention|reveal)|(?:respond|reply|answer) only|as an ai|"
+    r"language model|assistant|ignorier\w*|vergiss|anweisung\w*|ab jetzt|du bist jetzt|"
+    r"tu so|antworte nur|ignorez|oubliez|ignora|olvida)\b",
+    re.IGNORECASE,
+)
+
 
 def rule_matches(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in _RULES.finditer(text)]
@@ -74,15 +85,17 @@ class InjectionScanner:
     def __init__(self, rule: InjectionRule, model: ClassifierModel) -> None:
         self._threshold = rule.threshold
         self._model = model
+        self._require_cue = rule.require_cue
 
     def scan(self, item: ScanInput) -> Scan:
         if not item.text.strip():
             return Scan(score=0.0)
-        spans = [
-            Found(self.name, w.start, w.end, w.score) for w in self._model.windows(item.text, CUES)
-        ]
+        windows = self._model.windows(item.text, CUES)
+        if self._require_cue:
+            windows = [w for w in windows if ADDRESSING.search(item.text, w.start, w.end)]
+        spans = [Found(self.name, w.start, w.end, w.score) for w in windows]
         spans += [Found(self.name, a, b, RULE_SCORE) for a, b in rule_matches(item.text)]
-        score = max(f.score for f in spans)
+        score = max((f.score for f in spans), default=0.0)
         if score < self._threshold:
             return Scan(score=score)
         fired = [f for f in spans if f.score >= self._threshold]
