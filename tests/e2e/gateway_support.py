@@ -22,6 +22,7 @@ from llmops.v1 import documents_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc, 
 from tests.support import Platform
 
 TIMEOUT = 30.0
+INPUT_ONLY = "input-only"  # the baseline policy of tests/e2e/conftest.py's `input_only`
 FACT_DOC = (
     "# Falcon release notes\n\n"
     "The Falcon service stores its cache in /var/lib/falcon/cache by default. "

@@ -54,9 +54,10 @@ async def chat(
 
 
 async def test_a_grounded_answer_streams_then_cites_the_ingested_document(
-    platform: Platform, gateway: gateway_pb2_grpc.GatewayStub, falcon: Tenant
+    platform: Platform, gateway: gateway_pb2_grpc.GatewayStub, falcon: Tenant, input_only: str
 ) -> None:
-    pieces, final, trailing = await chat(gateway, falcon, ask(QUESTION, no_cache=True))
+    question = ask(QUESTION, no_cache=True, guardrail_policy=input_only)
+    pieces, final, trailing = await chat(gateway, falcon, question)
     answer = "".join(pieces)
     assert len(pieces) > 3, pieces  # streamed piece by piece, not in one message
     assert "7341" in answer, answer
@@ -75,9 +76,7 @@ async def test_a_grounded_answer_streams_then_cites_the_ingested_document(
     assert float(trailing["x-llmops-overhead-ms"]) == pytest.approx(final.overhead_ms, abs=1e-3)
     assert 0 < final.overhead_ms < steps["retrieval"] + steps["inference"]
 
-    once = await gateway.ChatOnce(
-        ask(QUESTION, no_cache=True), metadata=falcon.metadata, timeout=TIMEOUT
-    )
+    once = await gateway.ChatOnce(question, metadata=falcon.metadata, timeout=TIMEOUT)
     assert once.text == answer
     assert [c.chunk_id for c in once.final.citations] == [c.chunk_id for c in final.citations]
     assert once.final.usage == final.usage  # streamed and unary count the same
@@ -300,7 +299,8 @@ async def test_one_interaction_event_per_request_with_redacted_text(
     assert ok.time_to_first_token_ms > 0 and ok.total_ms >= ok.overhead_ms > 0
     assert {s.step for s in ok.steps} >= {"retrieval", "inference"}
     assert ok.text_retention == events_pb2.TEXT_RETENTION_REDACTED
-    assert "jane.doe" not in ok.question and "<EMAIL>" in ok.question
+    # The default guardrail policy redacted it before the model saw it (<EMAIL_1>).
+    assert "jane.doe" not in ok.question and "<EMAIL_1>" in ok.question
     assert "7341" in ok.answer
     assert failed.status == "NOT_FOUND" and "unknown prompt" in failed.error
     assert failed.api == "grpc.chat_once" and not failed.streamed

@@ -55,7 +55,22 @@ async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
         routes.write_text(ROUTES.format(mock=mock.base_url))
         extra = {"LLMOPS_ROUTES_FILE": str(routes)}
         with run_platform(tmp / "data", triton=False, extra_env=extra) as platform:
+            await _until_checked(platform)
             yield Rig(platform, mock)
+
+
+async def _until_checked(platform: Platform) -> None:
+    """Until a question is really checked: right after start-up the first checks may still
+    miss the time budget on a busy machine (and fail open, recorded as unscanned)."""
+    metadata = (("authorization", f"Bearer {platform.api_key}"),)
+    async with channel(platform.addr("gateway")) as ch:
+        stub = gateway_pb2_grpc.GatewayStub(ch)
+        for _ in range(60):
+            reply = await stub.ChatOnce(ask("hello", no_cache=True), metadata=metadata)
+            if reply.final.guardrails.input_action == "allow":
+                return
+            await asyncio.sleep(0.5)
+    raise TimeoutError("the gateway's checks never ran")
 
 
 @pytest.fixture
@@ -275,3 +290,20 @@ async def test_a_policy_can_redact_documents_before_they_are_indexed(
     assert "For refunds write to" in stored
     assert EMAIL not in stored and "Jane Roe" not in stored and "7946" not in stored
     assert "<EMAIL_1>" in stored and "<PERSON_1>" in stored and "<PHONE_1>" in stored
+
+
+async def test_a_checked_answer_streams_sentence_by_sentence(
+    rig: Rig, gateway: gateway_pb2_grpc.GatewayStub
+) -> None:
+    tenant = await new_tenant(rig.platform)
+    rig.mock.pieces = ["The first", " sentence is here. ", "The second one", " follows. ", "Done."]
+    rig.mock.gap_s = 0.1  # pieces arrive apart, as a model streams them
+    try:
+        call = gateway.Chat(
+            ask("Say three things.", no_cache=True), metadata=tenant.metadata, timeout=TIMEOUT
+        )
+        deltas = [r.delta.text async for r in call if r.HasField("delta")]
+    finally:
+        rig.mock.gap_s = 0.0
+    # Each sentence is released once checked, not the answer as a whole at its end.
+    assert deltas == ["The first sentence is here.", " The second one follows.", " Done."]

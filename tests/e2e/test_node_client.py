@@ -76,10 +76,17 @@ async def kestrel_doc(docs: DocumentClient) -> str:
 
 
 async def test_node_streams_and_calls_unary_with_the_same_grounded_answer(
-    platform: Platform, kestrel_doc: str
+    platform: Platform, kestrel_doc: str, input_only: str
 ) -> None:
     code, out, stderr = await node_client(
-        platform, "--key", platform.api_key, "--question", QUESTION, "--no-cache"
+        platform,
+        "--key",
+        platform.api_key,
+        "--question",
+        QUESTION,
+        "--no-cache",
+        "--guardrail-policy",
+        input_only,
     )
     assert code == 0, (out, stderr)
 

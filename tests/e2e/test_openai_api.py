@@ -26,9 +26,10 @@ NO_CACHE = {"llmops": {"cache": {"no_exact": True, "no_semantic": True}}}
 
 
 async def test_chat_completions_stream_and_not_give_the_same_grounded_answer(
-    platform: Platform, falcon: Tenant
+    platform: Platform, falcon: Tenant, input_only: str
 ) -> None:
     api = openai_client(platform, falcon.key)
+    unbuffered = {"llmops": {**NO_CACHE["llmops"], "guardrail_policy": input_only}}
     messages = [{"role": "user", "content": QUESTION}]
     raw = await api.chat.completions.with_raw_response.create(
         model="answerer",
@@ -52,7 +53,7 @@ async def test_chat_completions_stream_and_not_give_the_same_grounded_answer(
         messages=messages,  # type: ignore[arg-type]
         stream=True,
         stream_options={"include_usage": True},
-        extra_body=NO_CACHE,
+        extra_body=unbuffered,
     )
     chunks = [chunk async for chunk in stream]
     assert chunks[0].choices[0].delta.role == "assistant"

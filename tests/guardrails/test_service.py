@@ -238,7 +238,8 @@ async def test_over_the_time_budget_fails_open_with_unscanned_or_closed_with_una
         "test",
     )
     opened = await check(stub, f"I am Jane Roe, {EMAIL}", who=who, policy="hurry")
-    assert opened.action == guardrails_pb2.ACTION_ALLOW and not opened.fail_closed
+    # What ran still applies (the PII may be redacted); what did not is recorded, not guessed.
+    assert opened.action != guardrails_pb2.ACTION_BLOCK and not opened.fail_closed
     assert any(v.unscanned for v in opened.verdicts)
     assert "time budget" in next(v for v in opened.verdicts if v.unscanned).reason
     deadline = time.monotonic() + 5

@@ -14,6 +14,7 @@
 //   --question TEXT     LLMOPS_QUESTION       the user message (or the first positional argument)
 //   --model ALIAS, --collection NAME, --top-k N, --max-tokens N, --filter K=V (repeatable)
 //   --no-cache          Chat neither reads nor writes the exact and semantic caches
+//   --guardrail-policy NAME  the tenant's guardrail policy to apply (default: "default")
 //   --only chat|once    make one of the two calls only (default: both, Chat first)
 //   --timeout S         deadline of each call in seconds (default 60)
 //   --proto-dir DIR     LLMOPS_PROTO_DIR      include dir of the .proto files (default ../../proto)
@@ -87,6 +88,7 @@ function parseArgs(argv, env = process.env) {
     maxTokens: 0,
     filters: {},
     noCache: false,
+    guardrailPolicy: '',
     only: '',
     timeoutS: 60,
     protoDir: env.LLMOPS_PROTO_DIR || DEFAULT_PROTO_DIR,
@@ -120,6 +122,7 @@ function parseArgs(argv, env = process.env) {
         break;
       }
       case '--no-cache': opts.noCache = true; break;
+      case '--guardrail-policy': opts.guardrailPolicy = value(); break;
       case '--only': opts.only = value(); break;
       case '--timeout': opts.timeoutS = Number(value()); break;
       case '--proto-dir': opts.protoDir = value(); break;
@@ -149,6 +152,7 @@ function buildRequest(opts, noCache) {
     params: { max_tokens: opts.maxTokens },
     retrieval: { disabled: false, top_k: opts.topK, mode: 'SEARCH_MODE_OPTION_UNSPECIFIED' },
     cache: { no_exact: noCache, no_semantic: noCache },
+    guardrail_policy: opts.guardrailPolicy,
   };
 }
 
