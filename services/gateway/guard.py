@@ -14,21 +14,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
 from gateway.errors import GatewayError
 from llmops.bus.publisher import EventPublisher
 from llmops.bus.topology import GUARDRAIL_EVENTS
+from llmops.guardrails.events import Asked, guardrail_event
 from llmops.guardrails.placeholders import Restorer
 from llmops.guardrails.policy import DEFAULT_POLICY, Policy
 from llmops.guardrails.store import PolicyMirror
 from llmops.logging import get_logger
 from llmops.service import Loaded
-from llmops.v1 import events_pb2, guardrails_pb2, guardrails_pb2_grpc
+from llmops.v1 import guardrails_pb2, guardrails_pb2_grpc
 
 log = get_logger(__name__)
 _MARGIN_S = 0.5  # queueing and the hop, beyond the policy's own time budget
@@ -39,16 +40,6 @@ _ACTION = {
     guardrails_pb2.ACTION_BLOCK: "block",
 }
 _SWALLOWED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
-@dataclass(frozen=True, slots=True)
-class Asked:
-    """The request a check belongs to, for the guardrails' events."""
-
-    tenant: str
-    key_id: str
-    request_id: str
-    trace_id: str
 
 
 @dataclass
@@ -95,19 +86,10 @@ class Guard:
         checked.question = question
         if not policy.input.scanners() and not policy.restores_pii():
             return
-        request = guardrails_pb2.CheckRequest(
-            tenant=asked.tenant,
-            policy=policy.name,
-            direction=guardrails_pb2.DIRECTION_INPUT,
-            text=question,
-            request_id=asked.request_id,
-            key_id=asked.key_id,
-            trace_id=asked.trace_id,
-        )
         began = time.perf_counter()
         try:
-            reply = await self._stub().Check(
-                request, timeout=self._timeout(policy, deadline_s), metadata=_CALLER
+            reply = await self._check(
+                policy, asked, deadline_s, direction=guardrails_pb2.DIRECTION_INPUT, text=question
             )
         except grpc.aio.AioRpcError as exc:
             checked.summary.input_ms = _ms(began)
@@ -130,18 +112,13 @@ class Guard:
         policy = checked.policy
         if not passages or not policy.context.scanners():
             return None
-        request = guardrails_pb2.CheckRequest(
-            tenant=asked.tenant,
-            policy=policy.name,
-            direction=guardrails_pb2.DIRECTION_CONTEXT,
-            passages=passages,
-            request_id=asked.request_id,
-            key_id=asked.key_id,
-            trace_id=asked.trace_id,
-        )
         try:
-            reply = await self._stub().Check(
-                request, timeout=self._timeout(policy, deadline_s), metadata=_CALLER
+            reply = await self._check(
+                policy,
+                asked,
+                deadline_s,
+                direction=guardrails_pb2.DIRECTION_CONTEXT,
+                passages=passages,
             )
         except grpc.aio.AioRpcError as exc:
             self._unscanned(policy, "context", exc, asked)
@@ -219,8 +196,22 @@ class Guard:
                     await task
             call.cancel()
 
-    def _timeout(self, policy: Policy, deadline_s: float) -> float:
-        return min(deadline_s, policy.time_budget_ms / 1000 + _MARGIN_S)
+    async def _check(
+        self, policy: Policy, asked: Asked, deadline_s: float, **fields: Any
+    ) -> guardrails_pb2.CheckResponse:
+        request = guardrails_pb2.CheckRequest(
+            tenant=asked.tenant,
+            policy=policy.name,
+            request_id=asked.request_id,
+            key_id=asked.key_id,
+            trace_id=asked.trace_id,
+            **fields,
+        )
+        timeout = min(deadline_s, policy.time_budget_ms / 1000 + _MARGIN_S)
+        reply: guardrails_pb2.CheckResponse = await self._stub().Check(
+            request, timeout=timeout, metadata=_CALLER
+        )
+        return reply
 
     def _unscanned(
         self, policy: Policy, direction: str, exc: grpc.aio.AioRpcError, asked: Asked
@@ -240,24 +231,17 @@ class Guard:
         log.warning(
             "guardrails.unscanned", direction=direction, policy=policy.policy_id, error=code.name
         )
-        event = events_pb2.GuardrailEvent(
-            event_id=uuid.uuid4().hex,
-            tenant=asked.tenant,
-            key_id=asked.key_id,
-            request_id=asked.request_id,
-            trace_id=asked.trace_id,
+        event = guardrail_event(
+            asked,
+            policy,
+            direction,
             guardrail="guardrails",
-            direction=direction,
             verdict="allow",
             reason=why,
-            policy=policy.policy_id,
-            policy_version=policy.version,
             unscanned=True,
             action="allow",
             passed=True,
-            api="gateway",
         )
-        event.time.FromNanoseconds(time.time_ns())
         self._events.value.emit(GUARDRAIL_EVENTS, event)
         return "unscanned"
 

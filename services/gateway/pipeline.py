@@ -26,7 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gateway.budgets import BudgetGuard
 from gateway.caches import ExactCache, request_digest, semantic_scope
 from gateway.errors import GatewayError, from_rpc_error
-from gateway.guard import Asked, Checked, Guard
+from gateway.guard import Checked, Guard
 from gateway.interactions import apply_retention
 from gateway.prompts import Passage, Prompts, PromptVersion
 from gateway.ratelimit import Quota, RateLimiter, quotas_of
@@ -36,6 +36,7 @@ from llmops import metrics, tracing
 from llmops.apikeys import KeyRecord, TenantRecord
 from llmops.bus.publisher import EventPublisher
 from llmops.bus.topology import INTERACTION_EVENTS
+from llmops.guardrails.events import Asked
 from llmops.logging import get_logger
 from llmops.pricebook import PriceBook
 from llmops.service import Loaded
@@ -180,7 +181,7 @@ class ChatPipeline:
         prompt_name, template = resolved
         final = outcome.final
         final.prompt, final.prompt_version = prompt_name, template.version
-        asked = Asked(call.key.tenant, call.key.key_id, call.request_id, final.trace_id)
+        asked = Asked(call.key.tenant, call.key.key_id, call.request_id, final.trace_id, "gateway")
         checking = self._check_input(call, question, asked, budget, outcome)
         try:
             async for response in self._guarded_answer(

@@ -26,10 +26,12 @@ from guardrails.engine import (
     stronger,
     unscanned_verdicts,
 )
+from guardrails.scanners.base import ScanInput
 from guardrails.scanners.registry import RuleRun, ScannerCache
-from guardrails.verdicts import CheckContext, events_for
+from guardrails.verdicts import events_for
 from llmops.bus.publisher import EventPublisher
 from llmops.bus.topology import GUARDRAIL_EVENTS
+from llmops.guardrails.events import Asked
 from llmops.guardrails.placeholders import Pseudonyms
 from llmops.guardrails.policy import Policy
 from llmops.guardrails.store import PolicyMirror
@@ -116,8 +118,20 @@ class Checker:
                 for text, p in zip(check.texts, progress, strict=True)
             ]
 
+    async def prepare(self, runs: Sequence[RuleRun], check: TextCheck) -> None:
+        """Let scanners compute what they need of the passages ahead of the text (in a worker)."""
+        item = ScanInput("", check.passages, memo=check.memo)
+
+        def work() -> None:
+            for run in runs:
+                prepare = getattr(run.scanner, "prepare", None)
+                if prepare is not None:
+                    prepare(item)
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
     async def check_text(
-        self, policy: Policy, check: TextCheck, asked: CheckContext, pseudonyms: Pseudonyms
+        self, policy: Policy, check: TextCheck, asked: Asked, pseudonyms: Pseudonyms
     ) -> Outcome:
         ((normalized, verdicts),) = await self.scan(policy, check)
         outcome = decide(normalized, verdicts, pseudonyms, original=check.texts[0])
@@ -126,9 +140,7 @@ class Checker:
         self.shadow(policy, check, asked)
         return outcome
 
-    async def check_context(
-        self, policy: Policy, check: TextCheck, asked: CheckContext
-    ) -> ContextOutcome:
+    async def check_context(self, policy: Policy, check: TextCheck, asked: Asked) -> ContextOutcome:
         scanned = await self.scan(policy, check)
         pseudonyms = Pseudonyms()
         result = ContextOutcome([], [], [], "allow")
@@ -165,14 +177,14 @@ class Checker:
         policy: Policy,
         direction: str,
         action: str,
-        asked: CheckContext,
+        asked: Asked,
         *,
         shadow: bool = False,
     ) -> None:
         for event in events_for(verdicts, policy, direction, action, asked, shadow=shadow):
             self._events.value.emit(GUARDRAIL_EVENTS, event)
 
-    def shadow(self, policy: Policy, check: TextCheck, asked: CheckContext) -> None:
+    def shadow(self, policy: Policy, check: TextCheck, asked: Asked) -> None:
         """Run the policy's shadow beside it, after the reply: it records, it never decides."""
         if policy.shadow is None:
             return
@@ -183,7 +195,7 @@ class Checker:
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
-    async def _run_shadow(self, shadow: Policy, check: TextCheck, asked: CheckContext) -> None:
+    async def _run_shadow(self, shadow: Policy, check: TextCheck, asked: Asked) -> None:
         try:
             shadow_check = TextCheck(
                 check.direction, check.texts, check.passages, check.json_schema, check.final

@@ -18,9 +18,10 @@ from guardrails.checker import Checker, FailedClosed, TextCheck
 from guardrails.scanners.registry import DIRECTIONS
 from guardrails.settings import GuardrailsSettings
 from guardrails.streaming import OutputStream
-from guardrails.verdicts import CheckContext, verdict_proto
+from guardrails.verdicts import verdict_proto
 from llmops import metrics
 from llmops.apikeys import TENANT_RE
+from llmops.guardrails.events import Asked
 from llmops.guardrails.placeholders import Pseudonyms
 from llmops.guardrails.policy import DEFAULT_POLICY, Policy, check_json_schema
 from llmops.guardrails.store import PolicyMirror
@@ -113,8 +114,8 @@ class GuardrailsServicer(guardrails_pb2_grpc.GuardrailsServicer):
             schema = _schema(start.json_schema)
         except _Invalid as exc:
             await _abort(context, exc.code, str(exc))
-        asked = CheckContext(
-            start.tenant, start.request_id, start.key_id, start.trace_id, _caller(context)
+        asked = Asked(
+            start.tenant, start.key_id, start.request_id, start.trace_id, _caller(context)
         )
         stream = OutputStream(
             self._checker, policy, asked, list(start.passages), schema, dict(start.restore)
@@ -217,9 +218,9 @@ def _caller(context: grpc.aio.ServicerContext) -> str:
     return "api"
 
 
-def _asked(request: guardrails_pb2.CheckRequest, context: grpc.aio.ServicerContext) -> CheckContext:
-    return CheckContext(
-        request.tenant, request.request_id, request.key_id, request.trace_id, _caller(context)
+def _asked(request: guardrails_pb2.CheckRequest, context: grpc.aio.ServicerContext) -> Asked:
+    return Asked(
+        request.tenant, request.key_id, request.request_id, request.trace_id, _caller(context)
     )
 
 

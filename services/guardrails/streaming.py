@@ -13,6 +13,7 @@ released, after leaks in the model's own text were redacted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,8 @@ from typing import Any
 from guardrails.checker import Checker, FailedClosed, TextCheck
 from guardrails.engine import Verdict, decide, stronger
 from guardrails.sentences import last_sentence_end
-from guardrails.verdicts import CheckContext, verdict_proto
+from guardrails.verdicts import verdict_proto
+from llmops.guardrails.events import Asked
 from llmops.guardrails.placeholders import Pseudonyms, restore
 from llmops.guardrails.policy import Policy
 from llmops.v1 import guardrails_pb2
@@ -32,7 +34,7 @@ _TAIL = 64  # held back when a sentence is cut for length: the longest entity st
 class OutputStream:
     checker: Checker
     policy: Policy
-    asked: CheckContext
+    asked: Asked
     passages: list[str]
     json_schema: dict[str, Any] | None
     mapping: dict[str, str]
@@ -48,6 +50,8 @@ class OutputStream:
         runs = self.checker.runs(self.policy, "output")
         self._json = [r for r in runs if r.name == "json_schema"]
         self._runs = [r for r in runs if r.name != "json_schema"]
+        ahead = TextCheck("output", [], self.passages, memo=self._memo)
+        self._prepared = asyncio.ensure_future(self.checker.prepare(self._runs, ahead))
 
     async def feed(self, piece: str) -> list[guardrails_pb2.StreamCheckResponse]:
         if self._finished:
@@ -110,6 +114,8 @@ class OutputStream:
         return [reply]
 
     async def _scan(self, text: str) -> list[tuple[str, list[Verdict]]]:
+        with contextlib.suppress(Exception):  # a failed preparation is redone by the scan
+            await self._prepared
         check = TextCheck("output", [text], self.passages, memo=self._memo)
         return await self.checker.scan(self.policy, check, self._runs)
 
@@ -139,6 +145,7 @@ class OutputStream:
 
     def close(self) -> None:
         """The caller went away: what was checked so far is still recorded."""
+        self._prepared.cancel()
         with contextlib.suppress(Exception):
             self._finish()
 

@@ -6,12 +6,10 @@ matched value or a placeholder mapping.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from guardrails.engine import Verdict
+from llmops.guardrails.events import Asked, guardrail_event
 from llmops.guardrails.policy import Policy
 from llmops.v1 import events_pb2, guardrails_pb2
 
@@ -40,55 +38,34 @@ def verdict_proto(verdict: Verdict) -> guardrails_pb2.Verdict:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class CheckContext:
-    """Who asked, for the events."""
-
-    tenant: str
-    request_id: str
-    key_id: str
-    trace_id: str
-    caller: str
-
-
 def events_for(
     verdicts: Iterable[Verdict],
     policy: Policy,
     direction: str,
     action: str,
-    asked: CheckContext,
+    asked: Asked,
     *,
     shadow: bool = False,
 ) -> list[events_pb2.GuardrailEvent]:
     """One event per scanner: a check over several passages or streamed pieces is summed up."""
-    merged = merge_by_scanner(verdicts)
-    now = time.time_ns()
-    events = []
-    for verdict in merged:
-        event = events_pb2.GuardrailEvent(
-            event_id=uuid.uuid4().hex,
-            tenant=asked.tenant,
-            key_id=asked.key_id,
-            request_id=asked.request_id,
-            trace_id=asked.trace_id,
+    return [
+        guardrail_event(
+            asked,
+            policy,
+            direction,
             guardrail=verdict.scanner,
-            direction=direction,
             verdict=verdict.action if verdict.fired else "allow",
             score=verdict.score,
             reason=verdict.reason,
             latency_ms=verdict.latency_ms,
-            policy=policy.policy_id,
-            policy_version=policy.version,
             shadow=shadow,
             span_types=sorted({s.type for s in verdict.spans}),
             unscanned=verdict.unscanned,
             action=action,
             passed=verdict.passed,
-            api=asked.caller,
         )
-        event.time.FromNanoseconds(now)
-        events.append(event)
-    return events
+        for verdict in merge_by_scanner(verdicts)
+    ]
 
 
 def merge_by_scanner(verdicts: Iterable[Verdict]) -> list[Verdict]:

@@ -11,7 +11,7 @@ are kept in NATS KV with history (`llmops.guardrails.store`).
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -60,9 +60,18 @@ class PolicyError(ValueError):
 
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Only scanners that find spans (PII, secrets) can redact; the others block or flag.
+    can_redact: ClassVar[bool] = False
 
     action: Action = "block"
     threshold: float = Field(0.5, gt=0, le=1, description="a score at or above it fires the rule")
+
+    @field_validator("action")
+    @classmethod
+    def _action_possible(cls, action: str) -> str:
+        if action == "redact" and not cls.can_redact:
+            raise ValueError("this scanner can block or flag, not redact")
+        return action
 
 
 class HiddenTextRule(Rule):
@@ -70,15 +79,9 @@ class HiddenTextRule(Rule):
 
     action: Action = "flag"
 
-    @field_validator("action")
-    @classmethod
-    def _no_redact(cls, action: str) -> str:
-        if action == "redact":
-            raise ValueError("hidden_text cannot redact (the text is normalised anyway)")
-        return action
-
 
 class PiiRule(Rule):
+    can_redact = True
     action: Action = "redact"
     entities: tuple[str, ...] = DEFAULT_PII_ENTITIES
     restore: bool = Field(
@@ -105,27 +108,14 @@ class InjectionRule(Rule):
         "passages and documents, which are not what the classifier learned from",
     )
 
-    @field_validator("action")
-    @classmethod
-    def _no_redact(cls, action: str) -> str:
-        if action == "redact":
-            raise ValueError("prompt_injection can block or flag, not redact")
-        return action
-
 
 class SecretsRule(Rule):
+    can_redact = True
     action: Action = "redact"
 
 
 class ToxicityRule(Rule):
     action: Action = "block"
-
-    @field_validator("action")
-    @classmethod
-    def _no_redact(cls, action: str) -> str:
-        if action == "redact":
-            raise ValueError("toxicity can block or flag, not redact")
-        return action
 
 
 class Topic(BaseModel):
@@ -150,8 +140,6 @@ class TopicsRule(Rule):
     def _some_topic(self) -> TopicsRule:
         if not self.banned and not self.allowed:
             raise ValueError("name banned or allowed topics")
-        if self.action == "redact":
-            raise ValueError("topics can block or flag, not redact")
         return self
 
 
@@ -169,25 +157,11 @@ class GroundednessRule(Rule):
         0.5, gt=0, le=1, description="the share of unsupported sentences that fires the rule"
     )
 
-    @field_validator("action")
-    @classmethod
-    def _no_redact(cls, action: str) -> str:
-        if action == "redact":
-            raise ValueError("groundedness can block or flag, not redact")
-        return action
-
 
 class JsonSchemaRule(Rule):
     """The answer must be JSON valid against the request's schema (or this default one)."""
 
     schema_: dict[str, Any] | None = Field(None, alias="schema")
-
-    @field_validator("action")
-    @classmethod
-    def _no_redact(cls, action: str) -> str:
-        if action == "redact":
-            raise ValueError("json_schema can block or flag, not redact")
-        return action
 
     @field_validator("schema_")
     @classmethod
