@@ -22,12 +22,14 @@ from guardrails.scanners.injection import load_injection_model
 from guardrails.scanners.pii import load_ner
 from guardrails.scanners.toxicity import load_toxicity_model
 from guardrails.settings import GuardrailsSettings
+from guardrails.vector_cache import CachedEncoder
 from llmops.encoder import OnnxEncoder
 
 
 @dataclass(frozen=True)
 class Models:
     encoder: OnnxEncoder
+    passage_vectors: CachedEncoder  # the same encoder, remembering passages' sentences
     ner: Tagger
     injection: ClassifierModel
     toxicity: ClassifierModel
@@ -53,10 +55,10 @@ def warm_up(models: Models) -> None:
 def load_models(settings: GuardrailsSettings) -> Models:
     heads = settings.models_dir / "guardrails"
     multilingual = MultilingualEncoder(heads, threads=1)
+    encoder = OnnxEncoder(settings.embedding_model_dir, "int8", max_length=256, intra_op_threads=1)
     return Models(
-        encoder=OnnxEncoder(
-            settings.embedding_model_dir, "int8", max_length=256, intra_op_threads=1
-        ),
+        encoder=encoder,
+        passage_vectors=CachedEncoder(encoder),
         ner=load_ner(),
         injection=load_injection_model(heads, multilingual),
         toxicity=load_toxicity_model(heads, multilingual),

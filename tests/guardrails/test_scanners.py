@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from guardrails.scanners.base import ScanInput
@@ -15,6 +16,7 @@ from guardrails.scanners.hidden_text import NORMALIZED, HiddenTextScanner, norma
 from guardrails.scanners.json_schema import JsonSchemaScanner, PrefixChecker
 from guardrails.scanners.secrets import SecretsScanner
 from guardrails.scanners.topics import TopicsScanner
+from guardrails.vector_cache import CachedEncoder
 from llmops.encoder import OnnxEncoder
 from llmops.guardrails.policy import (
     GroundednessRule,
@@ -277,7 +279,7 @@ INVENTED = (
 
 @pytest.fixture(scope="module")
 def grounded(encoder: OnnxEncoder) -> GroundednessScanner:
-    return GroundednessScanner(GroundednessRule(), encoder)
+    return GroundednessScanner(GroundednessRule(), encoder, CachedEncoder(encoder))
 
 
 @pytest.mark.parametrize("sentence", SUPPORTED)
@@ -411,3 +413,17 @@ def test_prefix_checker_reads_only_new_text_and_restarts_on_a_rewrite() -> None:
     assert checker.extends_to('{"a": [1, 2]')
     assert not checker.extends_to('{"b"')
     assert checker.feed('{"a": [1, 2}') == "not a JSON prefix at $.a[1]: a mismatched bracket"
+
+
+def test_passage_vectors_are_kept_across_requests_and_equal_fresh_ones(
+    encoder: OnnxEncoder,
+) -> None:
+    cache = CachedEncoder(encoder, size=3)
+    texts = ["The tower is 330 m tall.", "It opened in 1889.", "The tower is 330 m tall."]
+    first = cache.encode(texts)
+    np.testing.assert_allclose(first, encoder.encode(texts).vectors, atol=1e-6)
+    np.testing.assert_array_equal(first[0], first[2])
+    again = cache.encode(["It opened in 1889.", "Tickets are sold online.", "A third one."])
+    np.testing.assert_allclose(again[0], first[1], atol=1e-6)
+    assert len(cache._kept) == 3  # bounded: the oldest text was dropped
+    assert "The tower is 330 m tall." not in cache._kept

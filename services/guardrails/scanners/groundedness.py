@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from guardrails.scanners.base import Found, Scan, ScanInput
 from guardrails.sentences import last_sentence_end, sentence_spans
+from guardrails.vector_cache import CachedEncoder
 from llmops.encoder import OnnxEncoder
 from llmops.guardrails.policy import GroundednessRule
 
@@ -64,9 +65,12 @@ class _Passages:
 class GroundednessScanner:
     name = "groundedness"
 
-    def __init__(self, rule: GroundednessRule, encoder: OnnxEncoder) -> None:
+    def __init__(
+        self, rule: GroundednessRule, encoder: OnnxEncoder, passage_vectors: CachedEncoder
+    ) -> None:
         self.rule = rule
         self._encoder = encoder
+        self._passage_vectors = passage_vectors
 
     def scan(self, item: ScanInput) -> Scan:
         if not any(p.strip() for p in item.passages):
@@ -94,6 +98,18 @@ class GroundednessScanner:
         reason = f"{len(spans)} of {len(sentences)} sentences not supported by the passages"
         return Scan(score, spans, reason if spans else "")
 
+    def prepare(self, item: ScanInput) -> None:
+        """Embed the passages before the answer's first sentence arrives (at the stream's
+        start, while the model is still thinking), so that sentence does not wait for it."""
+        if item.passages:
+            self._vectors(self._passages(item))
+
+    def _vectors(self, passages: _Passages) -> npt.NDArray[np.float32]:
+        if passages.vectors is None:  # passage sentences: whole passages cost 2.5x more
+            units = [p[a:b] for p in passages.texts for a, b in sentence_spans(p)]
+            passages.vectors = self._passage_vectors.encode(units)
+        return passages.vectors
+
     def _passages(self, item: ScanInput) -> _Passages:
         texts = tuple(item.passages)
         memo = item.memo.get(_MEMO)
@@ -116,10 +132,7 @@ class GroundednessScanner:
             else:
                 embed.append(sentence)
         if embed:
-            if passages.vectors is None:  # passage sentences: whole passages cost 2.5x more
-                units = [p[a:b] for p in passages.texts for a, b in sentence_spans(p)]
-                passages.vectors = self._encoder.encode(units).vectors
-            similarity = self._encoder.encode(embed).vectors @ passages.vectors.T
+            similarity = self._encoder.encode(embed).vectors @ self._vectors(passages).T
             support.update(zip(embed, similarity.max(axis=1).tolist(), strict=True))
         return support
 

@@ -90,7 +90,10 @@ class InjectionScanner:
     def scan(self, item: ScanInput) -> Scan:
         if not item.text.strip():
             return Scan(score=0.0)
-        windows = self._model.windows(item.text, CUES)
+        if self._require_cue and not ADDRESSING.search(item.text):
+            windows = []  # nothing addresses the model: only the rules could fire (they don't)
+        else:
+            windows = self._model.windows(item.text, CUES)
         if self._require_cue:
             windows = [w for w in windows if ADDRESSING.search(item.text, w.start, w.end)]
         spans = [Found(self.name, w.start, w.end, w.score) for w in windows]

@@ -52,7 +52,7 @@ def build_scanner(name: str, rule: p.Rule, models: Models) -> Scanner:
         case p.TopicsRule():
             return TopicsScanner(rule, models.encoder)
         case p.GroundednessRule():
-            return GroundednessScanner(rule, models.encoder)
+            return GroundednessScanner(rule, models.encoder, models.passage_vectors)
         case p.JsonSchemaRule():
             return JsonSchemaScanner(rule)
     raise ValueError(f"no scanner for {name}")
