@@ -34,13 +34,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-for _path in (ROOT, BENCH, ROOT / "libs", ROOT / "services"):
-    sys.path.insert(0, str(_path))
-
-from tests.support import run_platform  # noqa: E402
+sys.path[:0] = [str(ROOT), str(BENCH)]
 
 import chat  # noqa: E402
 import procs  # noqa: E402
+
+# services/ first (chat puts bench/ first): `guardrails` is the service, not this script.
+sys.path[:0] = [str(ROOT / "services"), str(ROOT / "libs")]
+
+from tests.support import run_platform  # noqa: E402
 
 SHORT = "My name is Jane Roe, my email is jane.roe@example.com. When does my parcel arrive?"
 PARAGRAPH = (
