@@ -16,14 +16,13 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
+from analytics.rollups import ROLLUPS
 from analytics.tables import EVENT_TABLES
 from llmops.logging import get_logger
 
 log = get_logger(__name__)
 MIGRATIONS_TABLE = "schema_migrations"
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-# Rollups and the column their TTL counts from (event tables count from `time`).
-ROLLUPS = {"usage_daily": "day", "latency_hourly": "hour"}
 
 
 class MigrationError(Exception):
@@ -107,7 +106,7 @@ def apply_retention(client: Client, raw_days: int, rollup_days: int) -> None:
         ).result_rows
     }
     wanted = {t.table: ("toDateTime(time)", raw_days) for t in EVENT_TABLES}
-    wanted.update({table: (column, rollup_days) for table, column in ROLLUPS.items()})
+    wanted.update({r.table: (r.bucket, rollup_days) for r in ROLLUPS})
     for table, (column, days) in wanted.items():
         engine = engines.get(table, "")
         if "MergeTree" not in engine:  # a cluster's Distributed table: TTLs live on local tables

@@ -8,7 +8,7 @@ DDL lives in deploy/clickhouse/migrations/.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -382,6 +382,24 @@ _BY_SUBJECT = {
     BUDGET_EVENTS: BUDGET_ALERTS,
 }
 _DOCUMENT_PREFIX = DOCUMENT_EVENTS + "."
+
+
+# Given rows' own events in their table: (tenant, time) narrows the read to their
+# granules, event_id picks them. Parameters from `events_where`.
+EVENTS_WHERE = (
+    "tenant IN {tenants:Array(String)} AND time BETWEEN fromUnixTimestamp64Milli({lo:Int64}) "
+    "AND fromUnixTimestamp64Milli({hi:Int64}) AND event_id IN {ids:Array(String)}"
+)
+
+
+def events_where(rows: Sequence[Row]) -> dict[str, Any]:
+    """EVENTS_WHERE's parameters for these rows (at least one)."""
+    return {
+        "tenants": sorted({r[1] for r in rows}),
+        "lo": min(r[0] for r in rows),
+        "hi": max(r[0] for r in rows),
+        "ids": [r[2] for r in rows],
+    }
 
 
 def table_for(subject: str) -> EventTable:

@@ -4,8 +4,10 @@ Acks come after the insert (the stage runner settles each message once this
 returns), so an event is in ClickHouse before JetStream forgets it. A
 redelivered event may already be stored (the insert landed, the ack did
 not): redeliveries are checked against the table by event id and skipped,
-so MVs never count an event twice. First deliveries skip that query; the
-publishers' `Nats-Msg-Id` already removes their own duplicates.
+so MVs never count an event twice. A view may have missed such an event (an
+insert is not atomic across views), so its rollups are recomputed for it
+first (analytics.rollups). First deliveries skip all this; the publishers'
+`Nats-Msg-Id` already removes their own duplicates.
 
 ClickHouse unreachable: the batch is retried for `outage_hold_s`, then goes
 back to JetStream as `Unavailable` (never dead-lettered) and the service is
@@ -22,7 +24,8 @@ from dataclasses import dataclass, field
 from clickhouse_connect.driver.client import Client
 
 from analytics.clickhouse import ROW_ERRORS, ClickHouseError
-from analytics.tables import EventTable, Row, decode
+from analytics.rollups import RollupRepair
+from analytics.tables import EVENTS_WHERE, EventTable, Row, decode, events_where
 from llmops import metrics
 from llmops.bus.stage import Delivery, PoisonMessage, Unavailable
 from llmops.logging import get_logger
@@ -47,6 +50,7 @@ class EventWriter:
         self._client = client
         self._hold_s = outage_hold_s
         self._health = health
+        self._rollups = RollupRepair()
 
     async def handle(self, batch: Sequence[Delivery]) -> None:
         """The stage handler: decode, drop what is stored already, insert, report health."""
@@ -98,7 +102,8 @@ class EventWriter:
             metrics.ANALYTICS_ROWS.labels(table.table).inc(stored)
 
     def _skip_stored(self, client: Client, table: EventTable, part: _Pending, retry: bool) -> None:
-        """Drop events that are in the table already (they are acked without a second insert)."""
+        """Drop events that are in the table already (acked without a second insert), after
+        making the rollups they feed exact."""
         again = [i for i, d in enumerate(part.deliveries) if retry or d.deliveries > 1]
         if not again:
             return
@@ -106,17 +111,14 @@ class EventWriter:
         stored = {
             r[0]
             for r in client.query(
-                f"SELECT event_id FROM {table.table} WHERE tenant IN {{tenants:Array(String)}} "
-                "AND time BETWEEN fromUnixTimestamp64Milli({lo:Int64}) "
-                "AND fromUnixTimestamp64Milli({hi:Int64}) AND event_id IN {ids:Array(String)}",
-                parameters={
-                    "tenants": sorted({r[1] for r in rows}),
-                    "lo": min(r[0] for r in rows),
-                    "hi": max(r[0] for r in rows),
-                    "ids": [r[2] for r in rows],
-                },
+                f"SELECT event_id FROM {table.table} WHERE {EVENTS_WHERE}",
+                parameters=events_where(rows),
             ).result_rows
         }
+        if not stored:
+            return
+        # Its views may have missed it (a crash between the table's part and theirs).
+        self._rollups.repair(client, table.table, events_where([r for r in rows if r[2] in stored]))
         kept_deliveries, kept_rows = [], []
         for d, row in zip(part.deliveries, part.rows, strict=True):
             if row[2] in stored:

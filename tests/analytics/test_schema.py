@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from analytics.rollups import ROLLUPS
 from analytics.schema import (
     MigrationError,
     apply_retention,
@@ -90,3 +91,17 @@ def test_retention_leaves_tables_that_are_not_merge_trees_alone(ch: Client) -> N
     apply_retention(ch, raw_days=30, rollup_days=0)  # no ALTER on the Merge table: no error
     assert "TTL" not in _engine(ch, "feedback")
     assert "TTL toDateTime(time) + toIntervalDay(30)" in _engine(ch, "interactions")
+
+
+def test_each_rollup_spec_matches_its_view(ch: Client) -> None:
+    """The repair recomputes a rollup's buckets with `bucket_of`: it must be the view's own."""
+    selects = dict(
+        ch.query(
+            "SELECT name, as_select FROM system.tables WHERE database = currentDatabase() "
+            "AND engine = 'MaterializedView'"
+        ).result_rows
+    )
+    assert set(selects) == {r.view for r in ROLLUPS}
+    for r in ROLLUPS:
+        assert f"SELECT {r.bucket_of}(time) AS {r.bucket}, tenant," in selects[r.view]
+        assert f" FROM {ch.database}.{r.source} " in selects[r.view]

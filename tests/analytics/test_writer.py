@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 
 import pytest
@@ -14,7 +15,7 @@ from analytics.writer import EventWriter
 from llmops.bus.stage import Delivery, PoisonMessage, Unavailable
 from llmops.bus.topology import EVENTS_STREAM, INTERACTION_EVENTS
 from llmops.service import Loaded
-from tests.analytics.events import interaction, publish
+from tests.analytics.events import interaction, publish, usage_event
 
 
 class _Health:
@@ -130,3 +131,48 @@ async def test_clickhouse_gone_makes_the_batch_wait_not_fail(
         "SELECT count() FROM interactions WHERE tenant = {t:String}", parameters={"t": tenant}
     ).result_rows[0][0]
     assert stored == 3
+
+
+async def test_a_rollup_that_missed_a_stored_batch_is_made_exact(
+    ch: Client, js: JetStreamContext
+) -> None:
+    """A crash between the table's part and the views' leaves events stored but not rolled up:
+    their redelivery recomputes the rollups' rows for them, neither short nor counted twice."""
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    durable = await _consumer(js, "llmops.events.>")
+    writer = _writer(ch, _Health())
+    hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    first = [
+        *(interaction(tenant, total_ms=float(i)) for i in range(30)),
+        *(interaction(tenant, when=hour_ago, total_ms=500.0) for _ in range(5)),
+        *(usage_event(tenant, 1_000) for _ in range(20)),
+    ]
+    await publish(js, first)
+    await writer.handle(await _deliveries(js, durable, len(first)))  # stored, never acked
+    where = {"t": tenant}
+    for rollup in ("latency_hourly", "usage_daily"):  # as if the views' parts were never written
+        ch.command(f"DELETE FROM {rollup} WHERE tenant = {{t:String}}", parameters=where)
+    other = f"t{uuid.uuid4().hex[:8]}"  # another tenant's rollup is left alone
+    later = [interaction(tenant, total_ms=1000.0), interaction(other), usage_event(tenant, 7)]
+    await publish(js, later)
+    await asyncio.sleep(1.2)  # ack_wait passes: the 55 come again, with 3 new
+    again = await _deliveries(js, durable, len(first) + len(later))
+    await writer.handle(again)
+
+    def one(sql: str) -> tuple[object, ...]:
+        return tuple(ch.query(sql, parameters=where).result_rows[0])
+
+    latency = (
+        "SELECT sum(requests), quantilesMerge(0.5, 0.9, 0.95, 0.99)(total_ms) "
+        "FROM latency_hourly WHERE tenant = {t:String}"
+    )
+    raw = (
+        "SELECT count(), quantiles(0.5, 0.9, 0.95, 0.99)(total_ms) FROM interactions "
+        "WHERE tenant = {t:String}"
+    )
+    assert one(latency) == one(raw) and one(latency)[0] == 36
+    assert one("SELECT uniqExact(hour) FROM latency_hourly WHERE tenant = {t:String}") == (2,)
+    usage = "SELECT sum(requests), toString(sum(cost)) FROM usage_daily WHERE tenant = {t:String}"
+    assert one(usage) == (21, "0.000020007")
+    where["t"] = other
+    assert one("SELECT sum(requests) FROM latency_hourly WHERE tenant = {t:String}") == (1,)

@@ -634,10 +634,12 @@ def test_production_analytics_reads_the_clickhouse_url_from_a_secret() -> None:
         for ref in c["envFrom"]
     ), "credentials stay out of the ConfigMap"
     analytics = find(objs, "Deployment", "analytics")
-    assert analytics["spec"]["replicas"] > 1
+    # One writer, never two at once: its crash repair of rollups is exact only then.
+    assert analytics["spec"]["replicas"] == 1
+    assert analytics["spec"]["strategy"]["type"] == "Recreate"
     assert "analytics" not in {
         h["spec"]["scaleTargetRef"]["name"] for h in objs if h["kind"] == "HorizontalPodAutoscaler"
-    }, "replicas share one durable consumer: more do not insert faster"
+    }, "one writer per durable consumer: more replicas do not insert faster"
     settings = settings_of("analytics")
     assert "clickhouse_url" in settings.model_fields
 
