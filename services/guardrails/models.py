@@ -7,8 +7,9 @@
 - the injection and toxicity heads over one multilingual encoder (multilingual-e5-small,
   int8), trained by `make setup` from the public sets under tests/data/guardrails.
 
-Each encoder runs one thread per check: checks run side by side in worker threads,
-so a check never waits for another's intra-op threads.
+Each encoder call runs `LLMOPS_GUARDRAILS_ENCODER_THREADS` threads (1): checks run
+side by side in worker threads, so by default a check never waits for another's
+intra-op threads.
 """
 
 from __future__ import annotations
@@ -54,8 +55,11 @@ def warm_up(models: Models) -> None:
 
 def load_models(settings: GuardrailsSettings) -> Models:
     heads = settings.models_dir / "guardrails"
-    multilingual = MultilingualEncoder(heads, threads=1)
-    encoder = OnnxEncoder(settings.embedding_model_dir, "int8", max_length=256, intra_op_threads=1)
+    threads = settings.guardrails_encoder_threads
+    multilingual = MultilingualEncoder(heads, threads=threads)
+    encoder = OnnxEncoder(
+        settings.embedding_model_dir, "int8", max_length=256, intra_op_threads=threads
+    )
     return Models(
         encoder=encoder,
         passage_vectors=CachedEncoder(encoder),
