@@ -77,10 +77,12 @@ lint: setup
 	$(BIN)/lint-imports
 
 bench: setup
+	$(BIN)/pip install -q -e ".[bench]" --config-settings editable_mode=compat
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/chat.py
 	$(BIN)/python bench/analytics.py
+	$(BIN)/python bench/guardrails.py
 
 clean:
 	rm -rf $(VENV) .cache models deploy/triton/models/*/python_env .llmops .pytest_cache .mypy_cache .ruff_cache libs/llmops/v1 $(NODE_CLIENT)/node_modules
