@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from guardrails.pii_ner import Tagger
+from guardrails.pii_ner import Gazetteer, Tagger
 from guardrails.scanners.base import Found, Scan, ScanInput
 from guardrails.scanners.pii_patterns import PATTERN_RECOGNIZERS, Hit
 from llmops.guardrails.policy import PiiRule
@@ -78,6 +78,69 @@ _ORG_ENDING = re.compile(
 _NOT_NAMES = frozenset(
     ["ATM", "IBAN", "SSN", "PIN", "CVV", "OTP", "SMS", "ID", "IP", "URL", "API", "Bot", "User"]
 )
+# Capitalised at a sentence start, never a name alone.
+_FUNCTION_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "where",
+        "when",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "why",
+        "how",
+        "it",
+        "its",
+        "he",
+        "she",
+        "they",
+        "we",
+        "you",
+        "i",
+        "my",
+        "our",
+        "your",
+        "his",
+        "her",
+        "their",
+        "if",
+        "so",
+        "but",
+        "and",
+        "or",
+        "as",
+        "at",
+        "by",
+        "for",
+        "in",
+        "on",
+        "of",
+        "to",
+        "with",
+        "from",
+        "not",
+        "no",
+        "yes",
+        "all",
+        "any",
+        "each",
+        "every",
+        "some",
+        "one",
+    ]
+)
+_SENTENCE_BREAK = re.compile(r"[^\W\d_]{3}([.!?])\s+(?=[A-Z])")
+_FIRST, _LAST, _COUNTRY = 1, 2, 16  # the gazetteer's list bits (guardrails.pii_ner.GAZETTEERS)
 _NAME_LIST = re.compile(
     r"\b[^\W\d_][\w'\u2019-]*(?:,\s+[^\W\d_][\w'\u2019-]*)+,?\s+(?:and|or|&)\s+[^\W\d_][\w'\u2019-]*"
 )
@@ -121,8 +184,26 @@ class PiiScanner:
         return [(place, *hit[1:]) if hit[0] == "ADDRESS_PLACE" else hit for hit in hits]
 
     def _entities(self, text: str, nlp: Tagger) -> list[Hit]:
-        hits = named_entities(text, nlp.entities(text))
+        found = [retyped(text, *e, nlp.gazetteer) for e in nlp.entities(text)]
+        hits = named_entities(text, found)
         return [hit for hit in hits if hit[0] in self._wanted]
+
+
+def retyped(text: str, kind: str, start: int, end: int, gaz: Gazetteer) -> tuple[str, int, int]:
+    """The tagger's type, overruled where the gazetteers are unambiguous: a country alone is a
+    place, a known first name then a known surname is a person, not a firm."""
+    words = text[start:end].lower().split()
+    if not words or _ORG_ENDING.search(text, start, end):
+        return kind, start, end
+    bits = gaz.phrases.get(words[0], {})
+    whole = bits.get(tuple(words), 0)
+    if kind == "PERSON" and whole & _COUNTRY and not whole & (_FIRST | _LAST):
+        return "LOCATION", start, end
+    if kind == "ORGANIZATION" and len(words) == 2:
+        last = gaz.phrases.get(words[1], {}).get((words[1],), 0)
+        if bits.get((words[0],), 0) & _FIRST and last & _LAST:
+            return "PERSON", start, end
+    return kind, start, end
 
 
 def named_entities(text: str, entities: list[tuple[str, int, int]]) -> list[Hit]:
@@ -139,8 +220,13 @@ def named_entities(text: str, entities: list[tuple[str, int, int]]) -> list[Hit]
     for found_kind, ent_start, ent_end in entities:
         kind = found_kind
         start, end = _trimmed(text, ent_start, ent_end)
-        if end - start < 2 or text[start:end] in _NOT_NAMES:
+        if (stop := _SENTENCE_BREAK.search(text, start, end)) is not None:
+            end = stop.start(1)  # "Sweden. Producer ..." is two sentences, not one name
+        value = text[start:end]
+        if end - start < 2 or value in _NOT_NAMES or value.lower() in _FUNCTION_WORDS:
             continue
+        if text.startswith(":", end) and "\n" not in text[start:end]:
+            continue  # a field's label ("Mobile: ...")
         if any(s < end and start < e for _, s, e, _ in cued):
             continue
         words_before = text[max(0, start - 20) : start].split()

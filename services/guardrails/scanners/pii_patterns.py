@@ -243,19 +243,34 @@ _MONTH = (
 _WEEKDAY = r"(?:Mon|Tues?|Wed(?:nes)?|Thu(?:rs)?|Fri|Sat(?:ur)?|Sun)(?:day)?\.?"
 _DAY = r"(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?"
 _YEAR = r"(?:1[6-9]\d\d|20\d\d)"
+_TIME = (
+    r"(?:[01]?\d|2[0-3])(?::[0-5]\d){1,2}(?:\.\d+)?(?:\s?[ap]\.?m\b\.?)?"
+    r"|(?:1[0-2]|0?[1-9])\s?[ap]\.?m\b\.?"
+)
+_AT_TIME = rf"(?:,?\s(?:at\s)?(?:{_TIME}))?"
 _DATES = tuple(
     (re.compile(pattern, re.I), score)
     for pattern, score in (
-        (rf"\b{_YEAR}-(?:0[1-9]|1[0-2])-(?:[12]\d|3[01]|0[1-9])(?:[T ]\d\d:\d\d(?::\d\d)?)?", 0.9),
+        (
+            rf"\b{_YEAR}([-/.])(?:0?[1-9]|1[0-2])\1(?:[12]\d|3[01]|0?[1-9])"
+            rf"(?:(?:T|\s)(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d+)?)?)?(?![\d./-])",
+            0.9,
+        ),
         (
             r"(?<![\d./-])(?:[12]\d|3[01]|0?[1-9])([./-])(?:[12]\d|3[01]|0?[1-9])\1(?:\d\d)?\d\d"
-            r"(?![\d./-])",
+            rf"{_AT_TIME}(?![\d./-])",
             0.8,
         ),
-        (rf"\b(?:{_WEEKDAY},? )?(?:{_DAY}(?: of)? {_MONTH}|{_MONTH} {_DAY}),? {_YEAR}\b", 0.9),
-        (rf"\b{_WEEKDAY},? (?:{_DAY}(?: of)? {_MONTH}|{_MONTH} {_DAY}\b)", 0.8),
-        (rf"\b{_DAY}(?: of)? {_MONTH}(?!\w)|\b{_MONTH} {_DAY}\b(?!:)", 0.7),
-        (rf"\b{_MONTH} {_YEAR}\b", 0.7),
+        (
+            rf"\b(?:{_WEEKDAY},? (?:the )?)?(?:{_DAY}(?: of)? {_MONTH}|{_MONTH} (?:the )?{_DAY}),?"
+            rf" {_YEAR}\b{_AT_TIME}",
+            0.9,
+        ),
+        (rf"\b{_WEEKDAY},? (?:the )?(?:{_DAY}(?: of)? {_MONTH}|{_MONTH} {_DAY}\b){_AT_TIME}", 0.8),
+        (rf"\b{_DAY}(?: of)? {_MONTH}(?!\w)|\b{_MONTH} {_DAY}\b(?!:){_AT_TIME}", 0.7),
+        (rf"\b{_MONTH},? {_YEAR}\b|\bQ[1-4],? {_YEAR}\b|\b(?:1[6-9]|20)\d0'?s\b", 0.7),
+        (r"\b(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th) century\b", 0.6),
+        (rf"(?<![\d:.])(?:{_TIME})(?![\d:])", 0.6),
     )
 )
 # A bare year counts only after a word that makes it a point in time ("in 1971").
