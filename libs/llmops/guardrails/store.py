@@ -21,6 +21,7 @@ import datetime as dt
 from pathlib import Path
 
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
@@ -67,20 +68,58 @@ class _Versions:
 
 
 class PolicyStore:
-    """Reads and writes policies; the CLI and the seed use it, services read a PolicyMirror."""
+    """Reads and writes policies; the CLI and the seed use it, services read a PolicyMirror.
 
-    def __init__(self, kv: KeyValue) -> None:
+    Reads go through a pull consumer that knows how many entries to expect, not nats-py's
+    KV watch: a watch can signal "that was all" before entries the server already pushed
+    have been handled (seen under load), and a write's compare-and-set must see the last
+    revision, a history all its versions.
+    """
+
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self._kv = kv
+        self._js = js
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> PolicyStore:
-        return cls(await js.key_value(GUARDRAIL_POLICIES_BUCKET))
+        return cls(await js.key_value(GUARDRAIL_POLICIES_BUCKET), js)
+
+    async def _entries(self, keys: str, last_only: bool) -> list[KeyValue.Entry]:
+        """The entries of the keys matching `keys` (a KV key filter): every one, or each key's
+        last, in stream order."""
+        prefix = f"$KV.{GUARDRAIL_POLICIES_BUCKET}."
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT if last_only else DeliverPolicy.ALL,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+        )
+        sub = await self._js.pull_subscribe(
+            prefix + keys, stream=f"KV_{GUARDRAIL_POLICIES_BUCKET}", config=config
+        )
+        entries: list[KeyValue.Entry] = []
+        try:
+            pending = (await sub.consumer_info()).num_pending or 0
+            while pending > 0:
+                for msg in await sub.fetch(min(pending, 256), timeout=5):
+                    meta = msg.metadata
+                    pending = meta.num_pending or 0
+                    entries.append(
+                        KeyValue.Entry(
+                            bucket=GUARDRAIL_POLICIES_BUCKET,
+                            key=msg.subject.removeprefix(prefix),
+                            value=msg.data,
+                            revision=meta.sequence.stream,
+                            delta=meta.num_pending,
+                            created=None,
+                            operation=(msg.headers or {}).get("KV-Operation"),
+                        )
+                    )
+        finally:
+            await sub.unsubscribe()
+        return entries
 
     async def _versions(self, key: str) -> _Versions:
-        try:
-            return _Versions(await self._kv.history(key))
-        except NoKeysError:
-            return _Versions([])
+        return _Versions(await self._entries(key, last_only=False))
 
     async def put(self, policy: Policy, by: str) -> Policy:
         """Store `policy` as the next version of its tenant and name; returns what was stored."""
@@ -146,20 +185,16 @@ class PolicyStore:
 
     async def list(self, tenant: str | None = None) -> list[Policy]:
         """The current version of every policy (of one tenant), by tenant and name."""
-        watcher = await self._kv.watch(f"{tenant}.*" if tenant else ">", ignore_deletes=True)
         found: list[Policy] = []
         bad: list[str] = []
-        try:
-            async for entry in watcher:  # the last entry of every key, then None
-                if entry is None:
-                    break
-                policy = _parse(entry)
-                if policy is None:
-                    bad.append(entry.key)
-                else:
-                    found.append(policy)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        for entry in await self._entries(f"{tenant}.*" if tenant else ">", last_only=True):
+            if entry.operation in _DELETED:
+                continue
+            policy = _parse(entry)
+            if policy is None:
+                bad.append(entry.key)
+            else:
+                found.append(policy)
         for key in bad:  # the last good version stays in force
             recovered = (await self._versions(key)).current
             if recovered is not None:
@@ -185,7 +220,7 @@ class PolicyMirror(KvMirror[Policy]):
         """
         await super().start(js)
         assert self._kv is not None
-        store = PolicyStore(self._kv)
+        store = PolicyStore(self._kv, js)
         try:
             keys = await self._kv.keys()
         except NoKeysError:
