@@ -78,18 +78,17 @@ class Guard:
     def policy(self, tenant: str, name: str) -> Policy | None:
         return self.policies.resolve(tenant, name or DEFAULT_POLICY)
 
-    async def check_input(
-        self, checked: Checked, question: str, asked: Asked, deadline_s: float
-    ) -> None:
+    async def check_input(self, checked: Checked, asked: Asked, deadline_s: float) -> None:
         """Fill `checked` from the question's check; GatewayError when it must not go on."""
         policy = checked.policy
-        checked.question = question
-        if not policy.input.scanners() and not policy.restores_pii():
-            return
         began = time.perf_counter()
         try:
             reply = await self._check(
-                policy, asked, deadline_s, direction=guardrails_pb2.DIRECTION_INPUT, text=question
+                policy,
+                asked,
+                deadline_s,
+                direction=guardrails_pb2.DIRECTION_INPUT,
+                text=checked.question,
             )
         except grpc.aio.AioRpcError as exc:
             checked.summary.input_ms = _ms(began)
@@ -185,9 +184,13 @@ class Guard:
                 checked.summary.output_action = self._unscanned(
                     checked.policy, "output", exc, asked
                 )
-                async for rest in pump.unchecked(consumed, Restorer(checked.restore)):
+                # The answer as the model wrote it goes to the event (placeholders kept);
+                # the caller gets it restored.
+                restorer = Restorer(checked.restore)
+                async for rest in pump.unchecked(consumed):
                     checked.answer.append(rest)
-                    yield rest
+                    yield restorer.feed(rest)
+                yield restorer.flush()
             await task
         finally:
             if not task.done():
@@ -291,20 +294,22 @@ class _Pump:
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             self._broken = True  # the read side reports why
 
-    async def unchecked(self, offset: int, restorer: Restorer) -> AsyncIterator[str]:
-        """Everything after the first `offset` characters, as it arrives (restored)."""
+    async def unchecked(self, offset: int) -> AsyncIterator[str]:
+        """The answer's text after its first `offset` characters, as it arrives."""
+        index = 0  # pieces before it have been passed over or out
         while True:
             self._news.clear()
-            text = "".join(self._written)
-            if len(text) > offset:
-                yield restorer.feed(text[offset:])
-                offset = len(text)
+            while index < len(self._written):
+                piece = self._written[index]
+                index += 1
+                if offset >= len(piece):
+                    offset -= len(piece)
+                    continue
+                yield piece[offset:]
+                offset = 0
             if self._finished:
-                break
+                return
             await self._news.wait()
-        tail = restorer.flush()
-        if tail:
-            yield tail
 
 
 def _failed(task: asyncio.Task[None]) -> bool:
