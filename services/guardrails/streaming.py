@@ -88,7 +88,11 @@ class OutputStream:
             ((_, json_verdicts),) = await self.checker.scan(
                 self.policy,
                 TextCheck(
-                    "output", [self._released + scope], json_schema=self.json_schema, final=final
+                    "output",
+                    [self._released + scope],
+                    json_schema=self.json_schema,
+                    final=final,
+                    memo=self._memo,  # the prefix checker reads only what is new
                 ),
                 self._json,
             )
