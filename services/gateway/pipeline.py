@@ -209,8 +209,10 @@ class ChatPipeline:
         policy = self._guard.policy(call.key.tenant, call.request.guardrail_policy)
         if policy is None:
             return None
-        checked = outcome.checked = Checked(policy)
-        return asyncio.create_task(self._guard.check_input(checked, question, asked, budget.left()))
+        checked = outcome.checked = Checked(policy, question=question)
+        if not policy.input.scanners():  # nothing to check: no task on the hot path
+            return None
+        return asyncio.create_task(self._guard.check_input(checked, asked, budget.left()))
 
     async def _guarded_answer(
         self,

@@ -161,15 +161,10 @@ class GuardrailsServicer(guardrails_pb2_grpc.GuardrailsServicer):
         return policy
 
     def _check_sizes(self, request: guardrails_pb2.CheckRequest, direction: str) -> None:
-        limit = (
-            self._settings.guardrails_max_document_chars
+        limit, setting = (
+            (self._settings.guardrails_max_document_chars, "LLMOPS_GUARDRAILS_MAX_DOCUMENT_CHARS")
             if direction == "documents"
-            else self._settings.guardrails_max_text_chars
-        )
-        setting = (
-            "LLMOPS_GUARDRAILS_MAX_DOCUMENT_CHARS"
-            if direction == "documents"
-            else "LLMOPS_GUARDRAILS_MAX_TEXT_CHARS"
+            else (self._settings.guardrails_max_text_chars, "LLMOPS_GUARDRAILS_MAX_TEXT_CHARS")
         )
         if direction == "context":
             if not request.passages:

@@ -6,7 +6,8 @@ matched value or a placeholder mapping.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import replace
 
 from guardrails.engine import Verdict
 from llmops.guardrails.events import Asked, guardrail_event
@@ -74,16 +75,9 @@ def merge_by_scanner(verdicts: Iterable[Verdict]) -> list[Verdict]:
     for v in verdicts:
         m = merged.get(v.scanner)
         if m is None:
-            merged[v.scanner] = Verdict(
-                v.scanner,
-                v.score,
-                v.passed,
-                v.action,
-                v.latency_ms,
-                list(v.spans),
-                list(v.replacements),
-                v.reason,
-                v.unscanned,
+            # a copy: its span lists grow with the other passages' or pieces' findings
+            merged[v.scanner] = replace(
+                v, spans=list(v.spans), replacements=list(v.replacements), passage=-1
             )
             continue
         m.score = max(m.score, v.score)
@@ -94,7 +88,3 @@ def merge_by_scanner(verdicts: Iterable[Verdict]) -> list[Verdict]:
         m.latency_ms = round(m.latency_ms + v.latency_ms, 3)
         m.spans.extend(v.spans)
     return list(merged.values())
-
-
-def fired_scanners(verdicts: Sequence[Verdict]) -> list[str]:
-    return sorted({v.scanner for v in verdicts if v.fired})
