@@ -40,6 +40,7 @@ class CommonSettings(BaseSettings):
     analytics_addr: str = "127.0.0.1:50066"
     metering_addr: str = "127.0.0.1:50067"
     guardrails_addr: str = "127.0.0.1:50068"
+    evaluation_addr: str = "127.0.0.1:50069"
     gateway_http_addr: str = Field(
         "127.0.0.1:8080", description="the gateway's OpenAI-compatible HTTP API"
     )
@@ -73,6 +74,7 @@ class CommonSettings(BaseSettings):
             "analytics": self.analytics_addr,
             "metering": self.metering_addr,
             "guardrails": self.guardrails_addr,
+            "evaluation": self.evaluation_addr,
         }
 
     @property

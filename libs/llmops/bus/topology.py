@@ -35,6 +35,8 @@ GUARDRAIL_EVENTS = f"{EVENTS}.guardrail"  # GuardrailEvent: one guardrail's verd
 FEEDBACK_EVENTS = f"{EVENTS}.feedback"  # FeedbackEvent: a judgement of an answer
 EVALUATION_EVENTS = f"{EVENTS}.evaluation"  # EvaluationEvent: an evaluator's score
 BUDGET_EVENTS = f"{EVENTS}.budget"  # BudgetAlertEvent: a budget threshold crossed (metering)
+EVAL_RUN_EVENTS = f"{EVENTS}.eval_run"  # EvalRunEvent: an offline run started or ended
+DRIFT_EVENTS = f"{EVENTS}.drift"  # DriftEvent: one drift check's outcome (evaluation)
 DLQ = "llmops.dlq"  # .<stage>
 
 
@@ -134,6 +136,8 @@ METERING_BATCH = 256
 METERING_CONSUMER = Consumer(
     EVENTS_STREAM, "metering", INTERACTION_EVENTS, max_ack_pending=METERING_BATCH
 )
+# Evaluation samples interactions to score online and watches their questions for drift.
+EVALUATION_CONSUMER = Consumer(EVENTS_STREAM, "evaluation", INTERACTION_EVENTS)
 
 # KV buckets -----------------------------------------------------------------
 DOCUMENT_REGISTRY_BUCKET = "llmops_documents"  # owned by ingestion: tenant.doc -> version, hash
@@ -145,6 +149,8 @@ PRICES_BUCKET = "llmops_prices"  # "table" -> the price table, every version (ll
 SPEND_BUCKET = "llmops_spend"  # tenant/key x day/month -> spend (metering writes, gateways read)
 BUDGETS_BUCKET = "llmops_budgets"  # tenant or key -> its budget (llmops.spend)
 GUARDRAIL_POLICIES_BUCKET = "llmops_guardrail_policies"  # tenant.name -> policy, every version
+PROMPTS_BUCKET = "llmops_prompts"  # tenant.name.v<N> -> a version; tenant.name.labels -> labels
+DATASETS_BUCKET = "llmops_datasets"  # object store: tenant/name/<digest> -> a golden dataset
 GUARDRAIL_POLICY_HISTORY = 64  # versions kept per policy (the most NATS KV keeps)
 SPEND_MAX_AGE_S = 40 * 86400.0  # a month's counter outlives its month
 RATE_LIMIT_WINDOW_MAX_AGE_S = 180.0  # per-minute windows; older ones are no longer read
@@ -198,6 +204,11 @@ BUCKETS = (
     Bucket(
         GUARDRAIL_POLICIES_BUCKET,
         "guardrail policies per tenant and name, with their history",
+        history=GUARDRAIL_POLICY_HISTORY,
+    ),
+    Bucket(
+        PROMPTS_BUCKET,
+        "prompt templates: immutable versions and their labels (moves kept in the record)",
         history=GUARDRAIL_POLICY_HISTORY,
     ),
 )
