@@ -59,6 +59,9 @@ class KeyRecord(BaseModel):
     # What the key's analytics SQL sees: its own tenant's rows, or every tenant's
     # (finance, platform owners: `llmops keys create --all-tenants`).
     analytics_scope: Literal["tenant", "all"] = "tenant"
+    # May change the tenant's prompt registry (push, label, rollback, split) over the
+    # gateway's admin API (`llmops keys create --prompt-admin`); reading needs no flag.
+    prompt_admin: bool = False
 
 
 class TenantRecord(BaseModel):
@@ -159,6 +162,7 @@ class KeyAdmin:
         limits: Limits | None = None,
         *,
         all_tenants_analytics: bool = False,
+        prompt_admin: bool = False,
     ) -> NewKey:
         await self.ensure_tenant(tenant)
         key_id = secrets.token_hex(6)
@@ -171,6 +175,7 @@ class KeyAdmin:
             created_at=time.time(),
             limits=limits or Limits(),
             analytics_scope="all" if all_tenants_analytics else "tenant",
+            prompt_admin=prompt_admin,
         )
         await (await self._keys()).create(key_id, record.model_dump_json().encode())
         return NewKey(f"llmops-{key_id}-{secret}", record)

@@ -23,18 +23,28 @@ async def _admin(nats_url: str) -> AsyncIterator[KeyAdmin]:
 
 
 async def create_key(
-    nats_url: str, tenant: str, name: str, rpm: int, tpm: int, all_tenants: bool
+    nats_url: str,
+    tenant: str,
+    name: str,
+    rpm: int,
+    tpm: int,
+    all_tenants: bool,
+    prompt_admin: bool = False,
 ) -> str:
     limits = Limits(requests_per_minute=rpm, tokens_per_minute=tpm)
     async with _admin(nats_url) as admin:
-        created = await admin.create_key(tenant, name, limits, all_tenants_analytics=all_tenants)
+        created = await admin.create_key(
+            tenant, name, limits, all_tenants_analytics=all_tenants, prompt_admin=prompt_admin
+        )
         return created.key
 
 
 async def list_keys(nats_url: str, tenant: str | None) -> None:
     async with _admin(nats_url) as admin:
         records = await admin.list_keys(tenant)
-    table = Table("tenant", "name", "created", "req/min", "tokens/min", "SQL sees", "state")
+    table = Table(
+        "tenant", "name", "created", "req/min", "tokens/min", "SQL sees", "prompts", "state"
+    )
     table.columns.insert(0, Column("id", no_wrap=True, min_width=12))  # never cut: it is the handle
     for r in records:
         table.add_row(
@@ -45,6 +55,7 @@ async def list_keys(nats_url: str, tenant: str | None) -> None:
             str(r.limits.requests_per_minute or "-"),
             str(r.limits.tokens_per_minute or "-"),
             "all tenants" if r.analytics_scope == "all" else "its tenant",
+            "admin" if r.prompt_admin else "read",
             "revoked" if r.revoked else "active",
         )
     Console().print(table)

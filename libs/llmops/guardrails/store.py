@@ -21,12 +21,12 @@ import datetime as dt
 from pathlib import Path
 
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from llmops.bus.topology import GUARDRAIL_POLICIES_BUCKET
+from llmops.kvhistory import DELETED, kv_entries
 from llmops.kvmirror import KvMirror
 from llmops.logging import get_logger
 
@@ -34,12 +34,11 @@ from .policy import BASELINE_TENANT, DEFAULT_POLICY, Policy, PolicyError, parse_
 
 log = get_logger(__name__)
 _MAX_ATTEMPTS = 50  # lost compare-and-set races before a write gives up
-_DELETED = ("DEL", "PURGE")
 
 
 def _parse(entry: KeyValue.Entry) -> Policy | None:
     """The policy of one KV entry; None for a tombstone or a bad record (logged)."""
-    if entry.operation in _DELETED or not entry.value:
+    if entry.operation in DELETED or not entry.value:
         return None
     try:
         return Policy.model_validate_json(entry.value)
@@ -56,7 +55,7 @@ class _Versions:
     def __init__(self, entries: list[KeyValue.Entry]) -> None:
         self.policies = [p for p in map(_parse, entries) if p is not None]
         self.revision = entries[-1].revision if entries else 0
-        self.deleted = bool(entries) and entries[-1].operation in _DELETED
+        self.deleted = bool(entries) and entries[-1].operation in DELETED
 
     @property
     def current(self) -> Policy | None:
@@ -87,36 +86,7 @@ class PolicyStore:
     async def _entries(self, keys: str, last_only: bool) -> list[KeyValue.Entry]:
         """The entries of the keys matching `keys` (a KV key filter): every one, or each key's
         last, in stream order."""
-        prefix = f"$KV.{GUARDRAIL_POLICIES_BUCKET}."
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT if last_only else DeliverPolicy.ALL,
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=30.0,
-        )
-        sub = await self._js.pull_subscribe(
-            prefix + keys, stream=f"KV_{GUARDRAIL_POLICIES_BUCKET}", config=config
-        )
-        entries: list[KeyValue.Entry] = []
-        try:
-            pending = (await sub.consumer_info()).num_pending or 0
-            while pending > 0:
-                for msg in await sub.fetch(min(pending, 256), timeout=5):
-                    meta = msg.metadata
-                    pending = meta.num_pending or 0
-                    entries.append(
-                        KeyValue.Entry(
-                            bucket=GUARDRAIL_POLICIES_BUCKET,
-                            key=msg.subject.removeprefix(prefix),
-                            value=msg.data,
-                            revision=meta.sequence.stream,
-                            delta=meta.num_pending,
-                            created=None,
-                            operation=(msg.headers or {}).get("KV-Operation"),
-                        )
-                    )
-        finally:
-            await sub.unsubscribe()
-        return entries
+        return await kv_entries(self._js, GUARDRAIL_POLICIES_BUCKET, keys, last_only=last_only)
 
     async def _versions(self, key: str) -> _Versions:
         return _Versions(await self._entries(key, last_only=False))
@@ -188,7 +158,7 @@ class PolicyStore:
         found: list[Policy] = []
         bad: list[str] = []
         for entry in await self._entries(f"{tenant}.*" if tenant else ">", last_only=True):
-            if entry.operation in _DELETED:
+            if entry.operation in DELETED:
                 continue
             policy = _parse(entry)
             if policy is None:
@@ -242,14 +212,19 @@ class PolicyMirror(KvMirror[Policy]):
         return self.policy(tenant, name) or self.policy(BASELINE_TENANT, name)
 
 
-async def seed_default_policy(js: JetStreamContext, path: Path) -> bool:
-    """Store the baseline policy from `path` unless `default/default` ever existed.
+async def seed_policy(js: JetStreamContext, path: Path, name: str) -> bool:
+    """Store the baseline tenant's policy `name` from `path` unless it ever existed.
 
-    A deleted baseline stays deleted (an operator's choice); of several replicas
+    A deleted seed stays deleted (an operator's choice); of several replicas
     starting at once exactly one stores it. Returns whether this call stored it.
     """
     policy = parse_policy(await asyncio.to_thread(path.read_text), str(path))
-    if policy.policy_id != f"{BASELINE_TENANT}/{DEFAULT_POLICY}":
-        raise PolicyError(f"{path}: the seed must be {BASELINE_TENANT}/{DEFAULT_POLICY}")
+    if policy.policy_id != f"{BASELINE_TENANT}/{name}":
+        raise PolicyError(f"{path}: the seed must be {BASELINE_TENANT}/{name}")
     store = await PolicyStore.open(js)
     return await store.create(policy, by="seed") is not None
+
+
+async def seed_default_policy(js: JetStreamContext, path: Path) -> bool:
+    """Store the baseline policy (`default/default`) from `path` unless it ever existed."""
+    return await seed_policy(js, path, DEFAULT_POLICY)
