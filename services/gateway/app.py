@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
+from nats.js import JetStreamContext
 
 from gateway.budgets import BudgetGuard
 from gateway.caches import ExactCache
 from gateway.embeddings import EmbeddingsFlow
+from gateway.feedback import FeedbackDesk, RecentInteractions
 from gateway.grpc_api import GatewayServicer
 from gateway.guard import Guard
 from gateway.openai_api import create_http_app
 from gateway.pipeline import ChatPipeline, Upstreams
-from gateway.prompts import Prompts, load_prompts
+from gateway.prompt_admin import PromptAdmin
 from gateway.ratelimit import RateLimiter
 from gateway.settings import GatewaySettings
 from llmops.apikeys import KeyDirectory
@@ -21,20 +25,35 @@ from llmops.grpcutil import lazy_stub
 from llmops.guardrails.store import PolicyMirror
 from llmops.logging import get_logger
 from llmops.pricebook import PriceBook
+from llmops.prompts.mirror import PromptMirror
+from llmops.prompts.store import PromptStore, seed_prompts
 from llmops.service import Loaded, ServiceApp
 from llmops.settings import port_of
 from llmops.v1 import (
+    analytics_pb2_grpc,
     embedding_pb2_grpc,
     gateway_pb2,
     gateway_pb2_grpc,
     guardrails_pb2_grpc,
     inference_pb2_grpc,
+    prompts_pb2,
+    prompts_pb2_grpc,
     retrieval_pb2_grpc,
 )
 
 log = get_logger(__name__)
 STAGE = "gateway"
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
+PROMPTS_SERVICE = prompts_pb2.DESCRIPTOR.services_by_name["PromptRegistry"].full_name
+
+
+async def _start_prompts(js: JetStreamContext, seed: Path, mirror: PromptMirror) -> PromptStore:
+    """Push the seed (it stores nothing when its content is in the registry already; a
+    PromptError stops start-up: a broken seed file is a deployment mistake), then follow
+    the registry."""
+    await seed_prompts(js, seed)
+    await mirror.start(js)
+    return await PromptStore.open(js)
 
 
 def create_app(settings: GatewaySettings) -> ServiceApp:
@@ -43,9 +62,11 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
         settings,
         grpc_addr=settings.gateway_addr,
         metrics_port=settings.gateway_metrics_port,
-        grpc_services=[SERVICE_NAME],
+        grpc_services=[SERVICE_NAME, PROMPTS_SERVICE],
     )
-    prompts: Loaded[Prompts] = Loaded("the prompts file")
+    prompts = PromptMirror()
+    prompt_store: Loaded[PromptStore] = Loaded("the prompt registry")
+    recent = RecentInteractions()
     exact_cache: Loaded[ExactCache] = Loaded("the exact cache")
     limiter: Loaded[RateLimiter] = Loaded("the rate limiter")
     events: Loaded[EventPublisher] = Loaded("the interaction publisher")
@@ -64,15 +85,22 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
     prices = PriceBook()
     budgets = BudgetGuard(settings.gateway_replicas)
     pipeline = ChatPipeline(
-        settings, prompts, upstreams, exact_cache, limiter, events, prices, budgets, guard
+        settings, prompts, recent, upstreams, exact_cache, limiter, events, prices, budgets, guard
+    )
+    feedback = FeedbackDesk(
+        lambda: app.js,
+        lazy_stub(analytics_pb2_grpc.AnalyticsStub, settings.analytics_addr),
+        recent,
+        settings.event_text,
+        settings.feedback_lookup_s,
     )
     embeddings = EmbeddingsFlow(upstreams.embedding, limiter, events, prices, budgets)
-    http = create_http_app(settings, keys, pipeline, embeddings, upstreams.inference)
+    http = create_http_app(settings, keys, pipeline, embeddings, upstreams.inference, feedback)
     runner = web.AppRunner(http, handler_cancellation=True, access_log=None)
 
     async def load() -> None:
-        prompts.set(load_prompts(settings.prompts_file))  # PromptsFileError stops start-up
         js = app.js
+        prompt_store.set(await _start_prompts(js, settings.prompts_file, prompts))
         exact_cache.set(
             ExactCache(await js.key_value(RESPONSE_CACHE_BUCKET), settings.exact_cache_ttl_s)
         )
@@ -99,12 +127,18 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
         await prices.stop()
         await budgets.stop()
         await policies.stop()
+        await prompts.stop()
 
     app.on_startup(load)
     app.on_shutdown(close)
     app.add_grpc(
         lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(
-            GatewayServicer(settings, keys, pipeline), server
+            GatewayServicer(settings, keys, pipeline, feedback), server
+        )
+    )
+    app.add_grpc(
+        lambda server: prompts_pb2_grpc.add_PromptRegistryServicer_to_server(
+            PromptAdmin(prompt_store, keys), server
         )
     )
     return app

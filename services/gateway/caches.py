@@ -23,23 +23,29 @@ from llmops.v1 import gateway_pb2
 _STAMP = struct.Struct("<d")
 
 
-def request_digest(tenant: str, request: gateway_pb2.ChatRequest, prompt_version: str) -> str:
-    """The exact-cache key of a request: its tenant and every field that shapes the answer."""
+def _shaping(request: gateway_pb2.ChatRequest, prompt_digest: str) -> gateway_pb2.ChatRequest:
+    """The request less what does not shape the answer: the prompt is named by its content's
+    digest (whichever label, arm or tenant led to it), the user id only chose that arm."""
     shaping = gateway_pb2.ChatRequest()
     shaping.CopyFrom(request)
     shaping.ClearField("cache")
-    shaping.prompt_version = prompt_version
+    shaping.ClearField("user")
+    shaping.ClearField("prompt_label")
+    shaping.prompt_version = prompt_digest
+    return shaping
+
+
+def request_digest(tenant: str, request: gateway_pb2.ChatRequest, prompt_digest: str) -> str:
+    """The exact-cache key of a request: its tenant and every field that shapes the answer."""
+    shaping = _shaping(request, prompt_digest)
     digest = hashlib.sha256(shaping.SerializeToString(deterministic=True)).hexdigest()
     return f"{tenant}.{digest}"
 
 
-def semantic_scope(request: gateway_pb2.ChatRequest, prompt_version: str) -> str:
+def semantic_scope(request: gateway_pb2.ChatRequest, prompt_digest: str) -> str:
     """What two questions must share to reuse each other's answer: all but the question."""
-    shaping = gateway_pb2.ChatRequest()
-    shaping.CopyFrom(request)
-    shaping.ClearField("cache")
+    shaping = _shaping(request, prompt_digest)
     shaping.ClearField("messages")
-    shaping.prompt_version = prompt_version
     return hashlib.sha256(shaping.SerializeToString(deterministic=True)).hexdigest()[:32]
 
 

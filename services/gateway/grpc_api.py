@@ -1,4 +1,5 @@
-"""gRPC `llmops.v1.Gateway`: Chat (server streaming) and ChatOnce, over the chat pipeline."""
+"""gRPC `llmops.v1.Gateway`: Chat (server streaming) and ChatOnce over the chat pipeline;
+Feedback on answers."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from collections.abc import AsyncIterator
 import grpc
 
 from gateway.errors import GatewayError
+from gateway.feedback import FeedbackDesk
 from gateway.pipeline import Call, ChatPipeline, coalesced
 from gateway.settings import GatewaySettings
-from llmops.apikeys import KeyDirectory, bearer_key
+from llmops.apikeys import KeyDirectory, KeyRecord, bearer_key
 from llmops.tracing import TRACEPARENT
 from llmops.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -19,8 +21,13 @@ RETRY_AFTER = "retry-after-s"
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     def __init__(
-        self, settings: GatewaySettings, keys: KeyDirectory, pipeline: ChatPipeline
+        self,
+        settings: GatewaySettings,
+        keys: KeyDirectory,
+        pipeline: ChatPipeline,
+        feedback: FeedbackDesk,
     ) -> None:
+        self._feedback = feedback
         self._settings = settings
         self._keys = keys
         self._pipeline = pipeline
@@ -32,13 +39,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         api: str,
         streamed: bool,
     ) -> Call:
-        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        record = self._keys.authenticate(bearer_key(metadata.get("authorization")))
-        if record is None:
-            raise GatewayError(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing or unknown API key: send metadata 'authorization: Bearer <key>'",
-            )
+        metadata = _metadata(context)
+        record = self._authenticate(metadata)
         remaining = context.time_remaining()
         timeout = self._settings.request_timeout_s if remaining is None else remaining
         trace = {TRACEPARENT: metadata[TRACEPARENT]} if TRACEPARENT in metadata else {}
@@ -51,6 +53,26 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             timeout_s=timeout,
             trace_headers=trace,
         )
+
+    def _authenticate(self, metadata: dict[str, str]) -> KeyRecord:
+        record = self._keys.authenticate(bearer_key(metadata.get("authorization")))
+        if record is None:
+            raise GatewayError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or unknown API key: send metadata 'authorization: Bearer <key>'",
+            )
+        return record
+
+    async def Feedback(
+        self, request: gateway_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.FeedbackReply:
+        try:
+            metadata = _metadata(context)
+            record = self._authenticate(metadata)
+            return await self._feedback.give(record, metadata["authorization"], request)
+        except GatewayError as exc:
+            await _abort(context, exc)
+            raise AssertionError("abort raises") from None
 
     async def Chat(
         self, request: gateway_pb2.ChatRequest, context: grpc.aio.ServicerContext
@@ -83,6 +105,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             await _abort(context, exc)
         context.set_trailing_metadata(((OVERHEAD_HEADER, f"{reply.final.overhead_ms:.3f}"),))
         return reply
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: GatewayError) -> None:

@@ -3,11 +3,12 @@
 Same keys, limits, pipeline and events as gRPC; the official `openai` SDK
 works unchanged with `base_url` pointed here. RAG and prompt selection ride in
 one extra body field, `llmops` (`extra_body={"llmops": {...}}` in the SDK):
-collection, filters, prompt, prompt_version, retrieval {disabled, top_k,
-mode}, cache {no_exact, no_semantic}. Replies carry the same extras under
+collection, filters, prompt, prompt_version, prompt_label, variables,
+retrieval {disabled, top_k, mode}, cache {no_exact, no_semantic}, guardrail_policy
+(the body's standard `user` keeps an A/B arm sticky). Replies carry the same extras under
 `llmops` (citations, cache status, trace id, overhead) and the headers
 `x-llmops-overhead-ms`, `x-llmops-trace-id` and `x-llmops-cache`; a stream
-carries them in its last chunk.
+carries them in its last chunk. POST /v1/feedback judges an answer (thumbs or a score).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from google.protobuf.json_format import MessageToDict
 
 from gateway.embeddings import EmbeddingsFlow
 from gateway.errors import GatewayError
+from gateway.feedback import FeedbackDesk
 from gateway.grpc_api import OVERHEAD_HEADER
 from gateway.pipeline import Call, ChatPipeline, coalesced
 from gateway.ratelimit import quotas_of
@@ -54,12 +56,14 @@ def create_http_app(
     pipeline: ChatPipeline,
     embeddings: EmbeddingsFlow,
     inference: Callable[[], inference_pb2_grpc.InferenceStub],
+    feedback: FeedbackDesk,
 ) -> web.Application:
-    api = OpenAIApi(settings, keys, pipeline, embeddings, inference)
+    api = OpenAIApi(settings, keys, pipeline, embeddings, inference, feedback)
     app = web.Application(client_max_size=settings.max_request_bytes)
     app.router.add_post("/v1/chat/completions", api.chat_completions)
     app.router.add_post("/v1/embeddings", api.embeddings)
     app.router.add_get("/v1/models", api.models)
+    app.router.add_post("/v1/feedback", api.feedback)
     return app
 
 
@@ -71,7 +75,9 @@ class OpenAIApi:
         pipeline: ChatPipeline,
         embeddings: EmbeddingsFlow,
         inference: Callable[[], inference_pb2_grpc.InferenceStub],
+        feedback: FeedbackDesk,
     ) -> None:
+        self._feedback = feedback
         self._settings = settings
         self._keys = keys
         self._pipeline = pipeline
@@ -213,6 +219,20 @@ class OpenAIApi:
             return _error(exc)
         return web.json_response(result, dumps=_dumps)
 
+    async def feedback(self, request: web.Request) -> web.StreamResponse:
+        try:
+            record = self._key(request)
+            body = await _json_body(request, self._settings.max_request_bytes)
+            reply = await self._feedback.give(
+                record, request.headers.get("Authorization", ""), feedback_request(body)
+            )
+        except GatewayError as exc:
+            return _error(exc)
+        return web.json_response(
+            {"id": reply.event_id, "object": "feedback", "request_id": reply.request_id},
+            dumps=_dumps,
+        )
+
     async def models(self, request: web.Request) -> web.StreamResponse:
         try:
             self._key(request)
@@ -267,6 +287,12 @@ def chat_request(body: dict[str, Any]) -> gateway_pb2.ChatRequest:
     chat.collection = _str(extras, "collection")
     chat.prompt = _str(extras, "prompt")
     chat.prompt_version = _str(extras, "prompt_version")
+    chat.prompt_label = _str(extras, "prompt_label")
+    chat.user = _str(body, "user")
+    variables = extras.get("variables") or {}
+    if not isinstance(variables, dict):
+        raise _invalid("llmops.variables must be an object of strings")
+    chat.variables.update({str(k): str(v) for k, v in variables.items()})
     chat.guardrail_policy = _str(extras, "guardrail_policy")
     filters = extras.get("filters") or {}
     if not isinstance(filters, dict):
@@ -283,6 +309,28 @@ def chat_request(body: dict[str, Any]) -> gateway_pb2.ChatRequest:
     chat.cache.no_exact = bool(cache.get("no_exact", False))
     chat.cache.no_semantic = bool(cache.get("no_semantic", False))
     return chat
+
+
+_THUMBS = {"up": gateway_pb2.THUMBS_UP, "down": gateway_pb2.THUMBS_DOWN}
+
+
+def feedback_request(body: dict[str, Any]) -> gateway_pb2.FeedbackRequest:
+    """The FeedbackRequest of a /v1/feedback body (GatewayError if malformed)."""
+    thumbs = body.get("thumbs")
+    if thumbs is not None and thumbs not in _THUMBS:
+        raise _invalid("thumbs must be 'up' or 'down'")
+    feedback = gateway_pb2.FeedbackRequest(
+        request_id=_str(body, "request_id"),
+        trace_id=_str(body, "trace_id"),
+        thumbs=_THUMBS.get(thumbs or "", gateway_pb2.THUMBS_UNSPECIFIED),
+        label=_str(body, "label"),
+        comment=_str(body, "comment"),
+        source=_str(body, "source"),
+        user=_str(body, "user"),
+    )
+    if body.get("score") is not None:
+        feedback.score = _float(body["score"], "score")
+    return feedback
 
 
 async def _chain(
@@ -387,6 +435,8 @@ def _extras(final: gateway_pb2.ChatFinal) -> dict[str, Any]:
         "request_id": final.request_id,
         "prompt": final.prompt,
         "prompt_version": final.prompt_version,
+        "prompt_label": final.prompt_label,
+        "prompt_arm": final.prompt_arm,
         "time_to_first_token_ms": final.time_to_first_token_ms,
         "overhead_ms": final.overhead_ms,
         "steps": {s.step: s.ms for s in final.steps},

@@ -26,9 +26,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gateway.budgets import BudgetGuard
 from gateway.caches import ExactCache, request_digest, semantic_scope
 from gateway.errors import GatewayError, from_rpc_error
+from gateway.feedback import Interaction, RecentInteractions
 from gateway.guard import Checked, Guard
 from gateway.interactions import apply_retention
-from gateway.prompts import Passage, Prompts, PromptVersion
+from gateway.prompts import Passage, choose_prompt, render
 from gateway.ratelimit import Quota, RateLimiter, quotas_of
 from gateway.settings import GatewaySettings
 from gateway.timing import RequestTimer
@@ -39,6 +40,8 @@ from llmops.bus.topology import INTERACTION_EVENTS
 from llmops.guardrails.events import Asked
 from llmops.logging import get_logger
 from llmops.pricebook import PriceBook
+from llmops.prompts.mirror import PromptMirror
+from llmops.prompts.model import PromptVersion
 from llmops.service import Loaded
 from llmops.streams import in_batches
 from llmops.v1 import (
@@ -113,7 +116,8 @@ class ChatPipeline:
     def __init__(
         self,
         settings: GatewaySettings,
-        prompts: Loaded[Prompts],
+        prompts: PromptMirror,
+        recent: RecentInteractions,
         upstreams: Upstreams,
         exact_cache: Loaded[ExactCache],
         limiter: Loaded[RateLimiter],
@@ -127,6 +131,7 @@ class ChatPipeline:
         self._prices = prices
         self._budgets = budgets
         self._prompts = prompts
+        self._recent = recent
         self._upstreams = upstreams
         self._exact = exact_cache
         self._limiter = limiter
@@ -175,12 +180,11 @@ class ChatPipeline:
         with timer.step("limits"):
             quotas = quotas_of(call.key, call.tenant)
             await self._limiter.value.check(quotas)
-        resolved = self._prompts.value.resolve(request.prompt, request.prompt_version)
-        if isinstance(resolved, str):
-            raise GatewayError(grpc.StatusCode.NOT_FOUND, resolved)
-        prompt_name, template = resolved
+        resolved = choose_prompt(self._prompts, call.key.tenant, request, call.request_id)
+        template = resolved.prompt
         final = outcome.final
-        final.prompt, final.prompt_version = prompt_name, template.version
+        final.prompt, final.prompt_version = template.name, str(template.version)
+        final.prompt_label, final.prompt_arm = resolved.label, resolved.arm
         asked = Asked(call.key.tenant, call.key.key_id, call.request_id, final.trace_id, "gateway")
         checking = self._check_input(call, question, asked, budget, outcome)
         try:
@@ -234,10 +238,8 @@ class ChatPipeline:
         use_exact = call.tenant.exact_cache and not request.cache.no_exact
         use_semantic = call.tenant.semantic_cache and not request.cache.no_semantic and not history
         # Keys only for the caches in use: hashing the request is not free.
-        exact_key = (
-            request_digest(call.key.tenant, request, template.version) if use_exact else None
-        )
-        scope = semantic_scope(request, template.version) if use_semantic else None
+        exact_key = request_digest(call.key.tenant, request, template.digest) if use_exact else None
+        scope = semantic_scope(request, template.digest) if use_semantic else None
         cached = await self._cached(
             call,
             timer,
@@ -268,15 +270,15 @@ class ChatPipeline:
         hits, texts = await self._checked_passages(checked, hits, asked, timer, budget)
         passages = [Passage(number=i + 1, text=text) for i, text in enumerate(texts)]
         with timer.step("prompt"):
-            messages = Prompts.render(template, history, question, passages)
+            messages = render(template, request, history, question, passages)
         generate = inference_pb2.GenerateRequest(
-            model=request.model,
+            model=request.model or template.model,
             prompt=question,
             context=texts,
             tenant=call.key.tenant,
             request_id=call.request_id,
             messages=messages,
-            params=request.params,
+            params=template.params.apply_to(request.params),
         )
         ending: list[inference_pb2.Final] = []
         async for delta in self._stream(generate, checked, texts, asked, timer, budget, ending):
@@ -604,6 +606,8 @@ class ChatPipeline:
             failed_targets=outcome.failed_targets,
             prompt=final.prompt,
             prompt_version=final.prompt_version,
+            prompt_label=final.prompt_label,
+            prompt_arm=final.prompt_arm,
             usage=final.usage,
             cost=final.cost,
             steps=timer.steps(),
@@ -618,6 +622,9 @@ class ChatPipeline:
             collection=call.request.collection,
         )
         event.time.CopyFrom(_timestamp(arrived))
+        self._recent.add(
+            Interaction(call.key.tenant, call.request_id, final.trace_id, int(arrived * 1000))
+        )
         question = call.request.messages[-1].content if call.request.messages else ""
         answer = "".join(outcome.text)
         checked = outcome.checked

@@ -1,46 +1,21 @@
-"""Prompt templates by name and version, from one YAML file validated at start-up.
+"""How the gateway picks a registry prompt for a request and turns it into a conversation.
 
-Placeholders are replaced literally (`{context}`, `{question}`), not with
-str.format: user text full of braces must not break or inject into a template.
-This is the seam the prompt registry will fill: same lookup, other source.
+The registry (llmops.prompts) holds the versions and labels; the gateway reads its
+in-memory mirror, so choosing a prompt costs no round trip. Registry errors become
+gRPC statuses here: an unknown prompt, version or label is NOT_FOUND, a bad version
+or missing variables INVALID_ARGUMENT (raised before any cache, search or model work).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import grpc
 
-from llmops.v1 import inference_pb2
-
-DEFAULT_PROMPT = "default"
-
-
-class PromptsFileError(Exception):
-    """The prompts file is missing, not YAML, or does not match the schema."""
-
-
-class PromptVersion(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    version: str = Field(min_length=1)
-    system: str = ""
-    user: str = Field(min_length=1)
-
-    @field_validator("user")
-    @classmethod
-    def _needs_question(cls, user: str) -> str:
-        if "{question}" not in user:
-            raise ValueError("the user template must contain {question}")
-        return user
-
-
-class PromptsFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prompts: dict[str, list[PromptVersion]]
+from gateway.errors import GatewayError
+from llmops.prompts.mirror import PromptMirror, Resolved
+from llmops.prompts.model import PromptError, PromptNotFound, PromptVersion
+from llmops.v1 import gateway_pb2, inference_pb2
 
 
 @dataclass(frozen=True)
@@ -49,53 +24,53 @@ class Passage:
     text: str
 
 
-class Prompts:
-    def __init__(self, templates: dict[str, list[PromptVersion]]) -> None:
-        self._templates = templates
-
-    def resolve(self, name: str, version: str) -> tuple[str, PromptVersion] | str:
-        """The template, or why there is none (an error message for NOT_FOUND)."""
-        name = name or DEFAULT_PROMPT
-        versions = self._templates.get(name)
-        if not versions:
-            return f"unknown prompt {name!r}; known prompts: {', '.join(sorted(self._templates))}"
-        if not version:
-            return name, versions[-1]
-        for candidate in versions:
-            if candidate.version == version:
-                return name, candidate
-        known = ", ".join(v.version for v in versions)
-        return f"prompt {name!r} has no version {version!r}; versions: {known}"
-
-    @staticmethod
-    def render(
-        template: PromptVersion,
-        history: list[inference_pb2.ChatMessage],
-        question: str,
-        passages: list[Passage],
-    ) -> list[inference_pb2.ChatMessage]:
-        """The conversation a generative model gets: system, earlier turns, the rendered user."""
-        context = "\n\n".join(f"[{p.number}] {p.text}" for p in passages) or "(no passages)"
-        user = template.user.replace("{context}", context).replace("{question}", question)
-        messages = []
-        if template.system:
-            messages.append(inference_pb2.ChatMessage(role="system", content=template.system))
-        messages.extend(history)
-        messages.append(inference_pb2.ChatMessage(role="user", content=user))
-        return messages
+def _version_number(text: str) -> int | None:
+    """ "3" or "v3" → 3; "" → None (the label decides)."""
+    if not text:
+        return None
+    digits = text.removeprefix("v")
+    if not digits.isdigit() or int(digits) < 1:
+        raise GatewayError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"prompt_version must be a version number like 3 or v3, not {text!r}",
+        )
+    return int(digits)
 
 
-def load_prompts(path: Path) -> Prompts:
+def choose_prompt(
+    mirror: PromptMirror, tenant: str, request: gateway_pb2.ChatRequest, request_id: str
+) -> Resolved:
+    """The version this request gets (its variables checked), or the GatewayError why none."""
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise PromptsFileError(f"cannot read the prompts file {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise PromptsFileError(f"the prompts file {path} is not valid YAML: {exc}") from exc
-    try:
-        parsed = PromptsFile.model_validate(raw)
-    except ValidationError as exc:
-        raise PromptsFileError(f"the prompts file {path} is invalid: {exc}") from exc
-    if DEFAULT_PROMPT not in parsed.prompts:
-        raise PromptsFileError(f"the prompts file {path} has no {DEFAULT_PROMPT!r} prompt")
-    return Prompts(parsed.prompts)
+        resolved = mirror.resolve(
+            tenant,
+            request.prompt,
+            version=_version_number(request.prompt_version),
+            label=request.prompt_label,
+            user=request.user,
+            request_id=request_id,
+        )
+        resolved.prompt.check_variables(request.variables)
+    except PromptNotFound as exc:
+        raise GatewayError(grpc.StatusCode.NOT_FOUND, str(exc)) from None
+    except PromptError as exc:
+        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+    return resolved
+
+
+def render(
+    template: PromptVersion,
+    request: gateway_pb2.ChatRequest,
+    history: list[inference_pb2.ChatMessage],
+    question: str,
+    passages: list[Passage],
+) -> list[inference_pb2.ChatMessage]:
+    """The conversation a generative model gets: system, earlier turns, the rendered user."""
+    context = "\n\n".join(f"[{p.number}] {p.text}" for p in passages) or "(no passages)"
+    system, user = template.render(request.variables, question=question, context=context)
+    messages = []
+    if system:
+        messages.append(inference_pb2.ChatMessage(role="system", content=system))
+    messages.extend(history)
+    messages.append(inference_pb2.ChatMessage(role="user", content=user))
+    return messages

@@ -13,7 +13,13 @@ from llmops.settings import CommonSettings
 class GatewaySettings(CommonSettings):
     prompts_file: Path = Field(
         Path("deploy/gateway/prompts.yaml"),
-        description="prompt templates by name and version (relative: to the working dir)",
+        description="the prompt registry's seed, pushed at start-up (identical content stores "
+        "nothing; relative: to the working dir)",
+    )
+    feedback_lookup_s: float = Field(
+        5.0,
+        gt=0,
+        description="how long feedback waits for its interaction to reach ClickHouse",
     )
     gateway_metrics_port: int = 9465
     request_timeout_s: float = Field(

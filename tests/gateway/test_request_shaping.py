@@ -1,4 +1,4 @@
-"""The gateway's pure parts: prompt templates, OpenAI bodies, cache keys, redaction."""
+"""The gateway's pure parts: prompt rendering, OpenAI bodies, cache keys, redaction."""
 
 from __future__ import annotations
 
@@ -10,21 +10,39 @@ from gateway.caches import request_digest, semantic_scope
 from gateway.errors import GatewayError
 from gateway.openai_api import chat_request
 from gateway.pipeline import _marked
-from gateway.prompts import Passage, Prompts, PromptsFileError, load_prompts
+from gateway.prompts import Passage, choose_prompt, render
+from llmops.prompts.mirror import PromptMirror
+from llmops.prompts.model import PromptVersion, parse_prompts_file
 from llmops.redaction import redact
 from llmops.v1 import gateway_pb2, inference_pb2
 
 PROMPTS = Path(__file__).parents[2] / "deploy" / "gateway" / "prompts.yaml"
 
 
-def test_the_shipped_prompts_render_numbered_passages_and_the_question() -> None:
-    prompts = load_prompts(PROMPTS)
-    resolved = prompts.resolve("", "")
-    assert not isinstance(resolved, str)
-    _, template = resolved
+def _seed(name: str) -> PromptVersion:
+    """A prompt of the seed file as the registry would store it (version 1)."""
+    entry = next(e for e in parse_prompts_file(PROMPTS.read_text()) if e.name == name)
+    content = entry.model_dump(exclude={"name", "labels"})
+    return PromptVersion(
+        tenant="default",
+        name=name,
+        version=1,
+        created_at="",
+        created_by="test",
+        digest="d",
+        **content,
+    )
+
+
+def test_the_seed_prompt_renders_numbered_passages_and_the_question() -> None:
     history = [inference_pb2.ChatMessage(role="assistant", content="Hi {context}")]
-    messages = Prompts.render(
-        template, history, "What is {question}?", [Passage(1, "Alpha."), Passage(2, "Beta.")]
+    request = gateway_pb2.ChatRequest()
+    messages = render(
+        _seed("default"),
+        request,
+        history,
+        "What is {question}?",
+        [Passage(1, "Alpha."), Passage(2, "Beta.")],
     )
     roles = [m.role for m in messages]
     assert roles == ["system", "assistant", "user"]
@@ -34,20 +52,12 @@ def test_the_shipped_prompts_render_numbered_passages_and_the_question() -> None
     assert messages[1].content == "Hi {context}"
 
 
-def test_unknown_prompts_and_versions_say_what_exists() -> None:
-    prompts = load_prompts(PROMPTS)
-    assert "known prompts: concise, default" in str(prompts.resolve("nope", ""))
-    assert "versions: 1" in str(prompts.resolve("default", "7"))
-
-
-def test_a_bad_prompts_file_names_the_problem(tmp_path: Path) -> None:
-    bad = tmp_path / "prompts.yaml"
-    bad.write_text("prompts:\n  default:\n    - {version: '1', user: 'no placeholder'}\n")
-    with pytest.raises(PromptsFileError, match=r"must contain \{question\}"):
-        load_prompts(bad)
-    bad.write_text("prompts:\n  other:\n    - {version: '1', user: '{question}'}\n")
-    with pytest.raises(PromptsFileError, match="no 'default' prompt"):
-        load_prompts(bad)
+@pytest.mark.parametrize("version", ["0", "x", "v", "-1", "1.5"])
+def test_a_prompt_version_must_be_a_number(version: str) -> None:
+    request = gateway_pb2.ChatRequest(prompt_version=version)
+    with pytest.raises(GatewayError, match="prompt_version must be a version number") as raised:
+        choose_prompt(PromptMirror(), "t", request, "r")
+    assert raised.value.http_status == 400
 
 
 def test_an_openai_body_becomes_a_chat_request() -> None:
@@ -127,6 +137,13 @@ def test_cache_keys_change_with_what_shapes_the_answer_only() -> None:
     assert request_digest("t", plain, "1") != request_digest("u", plain, "1")
     assert request_digest("t", plain, "1") != request_digest("t", plain, "2")
     assert request_digest("t", plain, "1") != request_digest("t", request(model="llm"), "1")
+    # The user chose an arm and the label a version: the prompt's digest says what they chose.
+    assert request_digest("t", plain, "1") == request_digest(
+        "t", request(user="u-1", prompt_label="staging"), "1"
+    )
+    with_variables = request()
+    with_variables.variables["tone"] = "dry"
+    assert request_digest("t", plain, "1") != request_digest("t", with_variables, "1")
     assert semantic_scope(plain, "1") == semantic_scope(
         gateway_pb2.ChatRequest(messages=[inference_pb2.ChatMessage(role="user", content="z")]),
         "1",
