@@ -31,7 +31,7 @@ from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
 from llmops.v1 import analytics_pb2
 
-_TABLE_RE = re.compile(r"^\s*TABLE id: \d+.*\btable_name: (\S+)", re.MULTILINE)
+_TABLE_RE = re.compile(r"^\s*TABLE id: \d+.*\btable_name: ([^\s,]+)", re.MULTILINE)
 _TABLE_FUNCTION_RE = re.compile(r"^\s*TABLE_FUNCTION id: \d+.*\btable_function_name: (\S+)", re.M)
 # A SELECT, maybe after comments and parentheses (the message for anything else is clearer
 # than the syntax error EXPLAIN would give; ClickHouse's readonly still enforces it).

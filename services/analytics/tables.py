@@ -20,6 +20,8 @@ from llmops.bus.stage import PoisonMessage
 from llmops.bus.topology import (
     BUDGET_EVENTS,
     DOCUMENT_EVENTS,
+    DRIFT_EVENTS,
+    EVAL_RUN_EVENTS,
     EVALUATION_EVENTS,
     FEEDBACK_EVENTS,
     GUARDRAIL_EVENTS,
@@ -51,12 +53,21 @@ def _count(n: int) -> int:
     return n if n > 0 else 0
 
 
+def _sign(n: int) -> int:
+    """Thumbs are an Int8 of -1, 0 or +1; any other value from a bug keeps its direction."""
+    return (n > 0) - (n < 0)
+
+
 @dataclass(frozen=True)
 class EventTable:
     table: str
     message: type[Message]
     columns: tuple[str, ...]
     to_row: Callable[[Any], Row]
+    # An event id stored again with newer content (a changed judgement, a run's end):
+    # a redelivery is inserted again rather than skipped as a duplicate; the
+    # ReplacingMergeTree keeps one row per id, and queries read its latest revision.
+    revisions: bool = False
 
 
 def _interaction(e: events_pb2.InteractionEvent) -> Row:
@@ -100,6 +111,8 @@ def _interaction(e: events_pb2.InteractionEvent) -> Row:
         guardrails.input_ms,
         guardrails.output_ms,
         _count(guardrails.blocked_passages),
+        e.prompt_label,
+        e.prompt_arm,
     )
 
 
@@ -180,6 +193,8 @@ def _feedback(e: events_pb2.FeedbackEvent) -> Row:
         e.label,
         e.comment,
         e.source,
+        _sign(e.thumbs),
+        _millis(e.given_at if e.HasField("given_at") else e.time),  # unset: judged then
     )
 
 
@@ -214,6 +229,57 @@ def _evaluation(e: events_pb2.EvaluationEvent) -> Row:
         e.prompt_version,
         e.dataset,
         e.reason,
+        e.item_id,
+        e.dataset_version,
+        e.prompt_label,
+        e.prompt_arm,
+        e.kind,
+    )
+
+
+def _eval_run(e: events_pb2.EvalRunEvent) -> Row:
+    return (
+        _millis(e.time),
+        e.tenant,
+        e.event_id,
+        e.key_id,
+        e.status,
+        e.dataset,
+        e.dataset_version,
+        e.prompt,
+        e.prompt_version,
+        e.model,
+        dict(e.settings),
+        _count(e.items),
+        _count(e.failed_items),
+        _millis(e.finished_at),
+        dict(e.summary),
+        _count(e.judge_input_tokens),
+        _count(e.judge_output_tokens),
+        Decimal(e.judge_cost_nanos) * _NANO,
+        e.currency,
+        e.reason,
+        _count(e.concurrency),
+    )
+
+
+def _drift(e: events_pb2.DriftEvent) -> Row:
+    return (
+        _millis(e.time),
+        e.tenant,
+        e.event_id,
+        e.signal,
+        e.method,
+        e.statistic,
+        e.p_value,
+        e.threshold,
+        e.drifted,
+        _millis(e.reference_start),
+        _millis(e.reference_end),
+        _millis(e.recent_start),
+        _millis(e.recent_end),
+        _count(e.n_reference),
+        _count(e.n_recent),
     )
 
 
@@ -256,6 +322,8 @@ INTERACTIONS = EventTable(
         "guardrail_input_ms",
         "guardrail_output_ms",
         "guardrail_blocked_passages",
+        "prompt_label",
+        "prompt_arm",
     ),
     _interaction,
 )
@@ -327,8 +395,20 @@ GUARDRAIL_VERDICTS = EventTable(
 FEEDBACK = EventTable(
     "feedback",
     events_pb2.FeedbackEvent,
-    (*_KEY, "key_id", "request_id", "trace_id", "score", "label", "comment", "source"),
+    (
+        *_KEY,
+        "key_id",
+        "request_id",
+        "trace_id",
+        "score",
+        "label",
+        "comment",
+        "source",
+        "thumbs",
+        "given_at",
+    ),
     _feedback,
+    revisions=True,
 )
 EVALUATIONS = EventTable(
     "evaluations",
@@ -346,8 +426,60 @@ EVALUATIONS = EventTable(
         "prompt_version",
         "dataset",
         "reason",
+        "item_id",
+        "dataset_version",
+        "prompt_label",
+        "prompt_arm",
+        "kind",
     ),
     _evaluation,
+)
+EVAL_RUNS = EventTable(
+    "eval_runs",
+    events_pb2.EvalRunEvent,
+    (
+        *_KEY,
+        "key_id",
+        "status",
+        "dataset",
+        "dataset_version",
+        "prompt",
+        "prompt_version",
+        "model",
+        "settings",
+        "items",
+        "failed_items",
+        "finished_at",
+        "summary",
+        "judge_input_tokens",
+        "judge_output_tokens",
+        "judge_cost",
+        "currency",
+        "reason",
+        "concurrency",
+    ),
+    _eval_run,
+    revisions=True,
+)
+DRIFT = EventTable(
+    "drift_events",
+    events_pb2.DriftEvent,
+    (
+        *_KEY,
+        "signal",
+        "method",
+        "statistic",
+        "p_value",
+        "threshold",
+        "drifted",
+        "reference_start",
+        "reference_end",
+        "recent_start",
+        "recent_end",
+        "n_reference",
+        "n_recent",
+    ),
+    _drift,
 )
 BUDGET_ALERTS = EventTable(
     "budget_alerts",
@@ -372,6 +504,8 @@ EVENT_TABLES = (
     FEEDBACK,
     EVALUATIONS,
     BUDGET_ALERTS,
+    EVAL_RUNS,
+    DRIFT,
 )
 _BY_SUBJECT = {
     INTERACTION_EVENTS: INTERACTIONS,
@@ -380,6 +514,8 @@ _BY_SUBJECT = {
     FEEDBACK_EVENTS: FEEDBACK,
     EVALUATION_EVENTS: EVALUATIONS,
     BUDGET_EVENTS: BUDGET_ALERTS,
+    EVAL_RUN_EVENTS: EVAL_RUNS,
+    DRIFT_EVENTS: DRIFT,
 }
 _DOCUMENT_PREFIX = DOCUMENT_EVENTS + "."
 

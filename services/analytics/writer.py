@@ -103,9 +103,10 @@ class EventWriter:
 
     def _skip_stored(self, client: Client, table: EventTable, part: _Pending, retry: bool) -> None:
         """Drop events that are in the table already (acked without a second insert), after
-        making the rollups they feed exact."""
+        making the rollups they feed exact. A table of revisions keeps them: the same id
+        may carry newer content."""
         again = [i for i, d in enumerate(part.deliveries) if retry or d.deliveries > 1]
-        if not again:
+        if not again or table.revisions:
             return
         rows = [part.rows[i] for i in again]
         stored = {
