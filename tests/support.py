@@ -145,6 +145,8 @@ def platform_env(data_dir: Path, triton: bool) -> dict[str, str]:
         LLMOPS_METERING_METRICS_PORT=str(free_port()),
         LLMOPS_GUARDRAILS_ADDR=f"127.0.0.1:{free_port()}",
         LLMOPS_GUARDRAILS_METRICS_PORT=str(free_port()),
+        LLMOPS_EVALUATION_ADDR=f"127.0.0.1:{free_port()}",
+        LLMOPS_EVALUATION_METRICS_PORT=str(free_port()),
         LLMOPS_TRITON_ENABLED="true" if triton else "false",
         LLMOPS_TRITON_GRPC_ADDR=f"127.0.0.1:{free_port()}",
         LLMOPS_TRITON_HTTP_PORT=str(free_port()),

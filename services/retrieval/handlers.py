@@ -1,5 +1,5 @@
-"""Retrieval's edges: the stage that indexes embedded documents, gRPC `Search`, and the
-semantic answer cache (`LookupAnswer`, `StoreAnswer`).
+"""Retrieval's edges: the stage that indexes embedded documents, gRPC `Search` and
+`GetChunks`, and the semantic answer cache (`LookupAnswer`, `StoreAnswer`).
 
 Store calls are synchronous and run on the event-loop thread on purpose: with
 the in-process Qdrant Edge store that makes replacing a document's chunks
@@ -36,6 +36,7 @@ from retrieval.store import (
     AnswerRecord,
     AnswerStore,
     ChunkRecord,
+    Hit,
     SearchQuery,
     StoreError,
     VectorStore,
@@ -170,24 +171,24 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
             )
         )
         return retrieval_pb2.SearchResponse(
-            hits=[
-                retrieval_pb2.SearchHit(
-                    chunk_id=h.chunk_id,
-                    doc_id=h.doc_id,
-                    score=h.score,
-                    text=h.text,
-                    source=h.source,
-                    title=h.title,
-                    heading=h.heading,
-                    index=h.index,
-                    version=h.version,
-                    collection=h.collection,
-                    metadata=h.metadata,
-                )
-                for h in hits
-            ],
-            took_ms=(time.perf_counter() - started) * 1000,
+            hits=[_search_hit(h) for h in hits], took_ms=(time.perf_counter() - started) * 1000
         )
+
+    async def GetChunks(
+        self, request: retrieval_pb2.GetChunksRequest, context: grpc.aio.ServicerContext
+    ) -> retrieval_pb2.GetChunksResponse:
+        """An interaction's cited chunks (evaluation scores answers against them)."""
+        if len(request.chunk_ids) > self._settings.search_max_k:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"at most {self._settings.search_max_k} chunk ids per call",
+            )
+        try:
+            hits = self._store.value.get_chunks(request.tenant or DEFAULT, request.chunk_ids)
+        except StoreError as exc:
+            log.warning("get_chunks.store_failed", error=str(exc))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the store failed: {exc}")
+        return retrieval_pb2.GetChunksResponse(chunks=[_search_hit(h) for h in hits])
 
     async def LookupAnswer(
         self, request: retrieval_pb2.LookupAnswerRequest, context: grpc.aio.ServicerContext
@@ -273,6 +274,22 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
         vector = list(reply.vectors[0].values)
         self._vectors.put(text, vector)
         return vector
+
+
+def _search_hit(h: Hit) -> retrieval_pb2.SearchHit:
+    return retrieval_pb2.SearchHit(
+        chunk_id=h.chunk_id,
+        doc_id=h.doc_id,
+        score=h.score,
+        text=h.text,
+        source=h.source,
+        title=h.title,
+        heading=h.heading,
+        index=h.index,
+        version=h.version,
+        collection=h.collection,
+        metadata=h.metadata,
+    )
 
 
 _SEARCH_NEEDS = "dense and hybrid search need it; SEARCH_MODE_SPARSE works without it"

@@ -78,6 +78,7 @@ SERVICE_SETTINGS: dict[str, type[CommonSettings] | None] = {
     "analytics": _settings("analytics", "AnalyticsSettings"),
     "metering": _settings("metering", "MeteringSettings"),
     "guardrails": _settings("guardrails", "GuardrailsSettings"),
+    "evaluation": _settings("evaluation", "EvaluationSettings"),
 }
 SERVICES = tuple(SERVICE_SETTINGS)
 # Services whose code is not in the tree yet (see SERVICE_SETTINGS).
@@ -94,6 +95,11 @@ IMAGE_FILES = {
         "guardrails_default_policy_file",
         "deploy/guardrails/policies/default.yaml",
     ),
+    "evaluation": (
+        "LLMOPS_EVALUATION_POLICY_FILE",
+        "evaluation_policy_file",
+        "deploy/guardrails/policies/evaluation.yaml",
+    ),
 }
 # The labelled sets the guardrails image trains its classifier heads on (at build
 # time, with the module below), relative to the repository root.
@@ -103,7 +109,7 @@ GUARDRAILS_TRAINER = ROOT / "services" / "guardrails" / "train_classifiers.py"
 SCALED_OUT = ("ingestion", "embedding", "inference", "gateway", "guardrails")
 # Deployments with more than one replica (not autoscaled: they share one durable
 # consumer, so more replicas add availability, not throughput): each has a budget too.
-SINGLE_CONSUMER = ("analytics", "metering")
+SINGLE_CONSUMER = ("analytics", "metering", "evaluation")
 BUDGETED = (*SCALED_OUT, *SINGLE_CONSUMER)
 INFRA = ("nats", "triton")
 PRODUCTION_ONLY = ("qdrant",)

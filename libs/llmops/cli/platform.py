@@ -29,6 +29,7 @@ SERVICES = (
     "retrieval",
     "inference",
     "guardrails",
+    "evaluation",
     "gateway",
     "analytics",
     "metering",

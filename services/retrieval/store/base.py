@@ -174,6 +174,13 @@ class VectorStore(Protocol):
         """Up to `top_k` live chunks of the query's tenant, best first; filtered in the engine."""
         ...
 
+    def get_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> list[Hit]:
+        """The tenant's live chunks among `chunk_ids`, in the order asked (score 0).
+
+        Ids the tenant has no chunk for (unknown, another tenant's, not a UUID) are left out.
+        """
+        ...
+
     def count(self, tenant: str) -> int:
         """Live chunks of `tenant` (tombstones excluded)."""
         ...

@@ -63,7 +63,7 @@ from retrieval.store.errors import store_errors
 from retrieval.store.sparse import encode_document, encode_query
 
 if TYPE_CHECKING:
-    from qdrant_edge import ConditionType
+    from qdrant_edge import ConditionType, PointId
 
 
 def _condition(cond: points.Condition) -> FieldCondition:
@@ -216,6 +216,13 @@ class EdgeStore:
         with store_errors(f"searching for tenant {query.tenant}"):
             found = self._shard.query(request)
         return [points.hit(str(p.id), p.score, p.payload or {}) for p in found]
+
+    def get_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> list[Hit]:
+        ids: list[PointId] = list(points.point_ids(chunk_ids))
+        with store_errors(f"reading chunks of tenant {tenant}"):
+            records = self._shard.retrieve(ids, with_payload=True, with_vector=False)
+        found = {str(r.id): r.payload or {} for r in records}
+        return points.chunks_in_order(tenant, chunk_ids, found)
 
     @staticmethod
     def _dense(query: SearchQuery) -> Query:

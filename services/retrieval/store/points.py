@@ -259,6 +259,35 @@ def hit(point_id: str, score: float, payload: Payload) -> Hit:
     )
 
 
+def _point_id(chunk_id: str) -> str | None:
+    """The id as the engine returns it (a canonical UUID), or None if it cannot name a point."""
+    try:
+        return str(uuid.UUID(chunk_id))
+    except ValueError:
+        return None
+
+
+def point_ids(chunk_ids: Sequence[str]) -> list[str]:
+    """The distinct point ids to look up for `chunk_ids` (ids that are no UUID match nothing)."""
+    ids = (_point_id(c) for c in chunk_ids)
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def chunks_in_order(tenant: str, chunk_ids: Sequence[str], found: dict[str, Payload]) -> list[Hit]:
+    """The looked-up points that are the tenant's chunks, in the order of `chunk_ids` (score 0).
+
+    Checked on the payload, so another tenant's chunk (or a marker, an answer) whose id a
+    caller knows is never returned.
+    """
+    hits: list[Hit] = []
+    for chunk_id in chunk_ids:
+        point_id = _point_id(chunk_id)
+        payload = found.get(point_id) if point_id is not None else None
+        if payload and payload.get("kind") == _CHUNK and payload.get(TENANT_FIELD) == tenant:
+            hits.append(hit(point_id or chunk_id, 0.0, payload))
+    return hits
+
+
 def answer_id(tenant: str, scope: str, question: str) -> str:
     """Deterministic point id of a cached answer: storing the same question again overwrites."""
     return str(uuid.uuid5(_ANSWER_NAMESPACE, json.dumps([tenant, scope, question])))

@@ -239,6 +239,15 @@ class QdrantServerStore:
                 )
         return [points.hit(str(p.id), p.score, p.payload or {}) for p in found.points]
 
+    def get_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> list[Hit]:
+        ids: list[models.ExtendedPointId] = list(points.point_ids(chunk_ids))
+        with store_errors(f"reading chunks of tenant {tenant}"):
+            records = self._client.retrieve(
+                self._collection, ids, with_payload=True, with_vectors=False
+            )
+        found = {str(r.id): r.payload or {} for r in records}
+        return points.chunks_in_order(tenant, chunk_ids, found)
+
     def count(self, tenant: str) -> int:
         flt = _filter(points.tenant_chunks(tenant))
         with store_errors(f"counting chunks of tenant {tenant}"):

@@ -1,0 +1,1 @@
+"""Evaluation: sampled production answers scored online, and drift watched per tenant."""
