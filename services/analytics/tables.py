@@ -260,6 +260,7 @@ def _eval_run(e: events_pb2.EvalRunEvent) -> Row:
         e.currency,
         e.reason,
         _count(e.concurrency),
+        _count(e.evaluations),
     )
 
 
@@ -457,6 +458,7 @@ EVAL_RUNS = EventTable(
         "currency",
         "reason",
         "concurrency",
+        "evaluations",
     ),
     _eval_run,
     revisions=True,

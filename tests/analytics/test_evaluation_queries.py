@@ -181,6 +181,7 @@ RUN_END = _run(
     judge_cost_nanos=1_234_567,
     currency="USD",
     reason="1 item failed: UNAVAILABLE",
+    evaluations=15,
 )
 RUNS = [RUN_END, _run("R2", "beta", "running", NOW - dt.timedelta(minutes=30))]
 # Later: R1's start, as a redelivery would bring it after its end (it must not replace
@@ -474,6 +475,7 @@ async def test_one_run_as_it_ended(loaded: AnalyticsProcess, analyst_key: str) -
         "reason": "1 item failed: UNAVAILABLE",
         "settings": {"top_k": "4"},
         "concurrency": 4,
+        "evaluations": 15,
         "key_id": "0123456789ab",
     }
 

@@ -158,3 +158,10 @@ def test_a_fixed_horizon_test_peeked_at_the_same_way_is_not() -> None:
     # Why the sequential test exists: 40 looks at a 5% test find "significance" in about a
     # quarter of experiments with no difference at all.
     assert _share_ever_significant(lambda *counts: two_proportion_test(*counts)[1]) > 0.15
+
+
+def test_the_sequential_p_sees_arms_that_agree_within_themselves() -> None:
+    """All thumbs up against all thumbs down: each arm has no spread of its own, the
+    difference is still plain (the variance is the pooled one, as under no difference)."""
+    assert sequential_proportion_p(30, 30, 0, 30) < 0.05
+    assert sequential_proportion_p(30, 30, 30, 30) == 1.0  # alike: no evidence either way

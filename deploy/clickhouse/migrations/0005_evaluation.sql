@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS eval_runs
     currency            LowCardinality(String),
     reason              String CODEC(ZSTD(3)),
     concurrency         UInt32,
+    evaluations         UInt32 COMMENT 'evaluation rows the run published: a reader knows it has them all',
     inserted_at         DateTime64(3, 'UTC') DEFAULT now64(3) CODEC(Delta, ZSTD(1))
 )
 ENGINE = ReplacingMergeTree(finished_at)

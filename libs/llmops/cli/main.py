@@ -18,8 +18,10 @@ import click
 
 from llmops.settings import CommonSettings
 
+from .evaluation import datasets, eval_group
 from .guardrails import guardrails
 from .platform import PlatformState
+from .prompts import prompts
 
 
 def _settings() -> CommonSettings:
@@ -42,6 +44,9 @@ def cli() -> None:
 
 
 cli.add_command(guardrails)
+cli.add_command(prompts)
+cli.add_command(datasets)
+cli.add_command(eval_group)
 
 
 @cli.command()
@@ -371,12 +376,21 @@ def keys() -> None:
     is_flag=True,
     help="sees and manages every tenant: SQL, usage, budgets (finance, owners)",
 )
-def keys_create(tenant: str, name: str, rpm: int, tpm: int, all_tenants: bool) -> None:
+@click.option(
+    "--prompt-admin",
+    is_flag=True,
+    help="may change the tenant's prompts over the gateway's admin API",
+)
+def keys_create(
+    tenant: str, name: str, rpm: int, tpm: int, all_tenants: bool, prompt_admin: bool
+) -> None:
     """Create a key; it is printed once and stored only as a SHA-256."""
     from .keys import create_key
 
     state = _running_state(_settings())
-    key = asyncio.run(create_key(state.nats_url, _tenant(tenant), name, rpm, tpm, all_tenants))
+    key = asyncio.run(
+        create_key(state.nats_url, _tenant(tenant), name, rpm, tpm, all_tenants, prompt_admin)
+    )
     click.echo(key)
     click.echo("Store it now: it cannot be shown again.", err=True)
 

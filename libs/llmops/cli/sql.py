@@ -8,11 +8,11 @@ import sys
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
 from llmops.grpcutil import channel
+from llmops.queryrows import rows_of
 from llmops.v1 import analytics_pb2, analytics_pb2_grpc
 
 
@@ -55,21 +55,6 @@ async def run_sql(
     if reply.truncated:
         errors.print(f"[yellow]only the first {len(rows)} rows: add a LIMIT or aggregate[/yellow]")
     return 0
-
-
-def rows_of(reply: analytics_pb2.QueryReply) -> list[list[Any]]:
-    """Rows as Python values; integer columns come back as ints (JSON numbers are doubles)."""
-    integer = ["Int" in c.type and "Interval" not in c.type for c in reply.columns]
-    out = []
-    for row in reply.rows:
-        values = json_format.MessageToDict(row)
-        out.append(
-            [
-                int(v) if is_int and isinstance(v, float) else v
-                for v, is_int in zip(values, integer, strict=True)
-            ]
-        )
-    return out
 
 
 def _text(value: Any) -> str:

@@ -100,7 +100,7 @@ FROM
     SELECT event_id AS run_id, tenant, time AS started_at, finished_at, status, dataset,
            dataset_version, prompt, prompt_version, model, items, failed_items, summary,
            judge_input_tokens, judge_output_tokens, judge_cost, currency, reason, settings,
-           concurrency, key_id
+           concurrency, evaluations, key_id
     FROM eval_runs
     WHERE {where}
     ORDER BY finished_at DESC
