@@ -25,6 +25,7 @@ def test_status_reports_every_component_ready(platform: Platform) -> None:
         "analytics",
         "metering",
         "guardrails",
+        "evaluation",
     }
     assert all(c["ready"] and c["pid"] for c in report["components"].values())
 

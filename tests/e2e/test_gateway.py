@@ -15,6 +15,7 @@ from gateway.caches import semantic_scope
 from llmops.apikeys import KeyAdmin, Limits
 from llmops.bus.topology import API_KEYS_BUCKET, RATE_LIMITS_BUCKET
 from llmops.grpcutil import channel
+from llmops.prompts.store import PromptStore
 from llmops.v1 import events_pb2, gateway_pb2, gateway_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
 from tests.e2e.gateway_support import (
     FACT_DOC,
@@ -130,7 +131,7 @@ async def test_bad_requests_say_what_is_wrong(
         (
             ask(QUESTION, prompt="default", prompt_version="9"),
             grpc.StatusCode.NOT_FOUND,
-            "has no version '9'",
+            "has no version 9; versions: v1",
         ),
         (ask(QUESTION, model="nope", no_cache=True), grpc.StatusCode.NOT_FOUND, "'nope'"),
     ]
@@ -263,9 +264,14 @@ async def stored_in_the_semantic_cache(
     platform: Platform, tenant: Tenant, request: gateway_pb2.ChatRequest
 ) -> None:
     """Wait until the gateway's background StoreAnswer of `request` landed in retrieval."""
+    nc = await nats.connect(platform.nats_url)
+    try:  # the scope names the prompt version by its content digest
+        prompt = await (await PromptStore.open(nc.jetstream())).get(tenant.name, "default")
+    finally:
+        await nc.close()
     lookup = retrieval_pb2.LookupAnswerRequest(
         tenant=tenant.name,
-        scope=semantic_scope(request, "1"),
+        scope=semantic_scope(request, prompt.digest),
         question=request.messages[-1].content,
     )
     async with channel(platform.addr("retrieval")) as ch:

@@ -147,16 +147,17 @@ async def test_compare_fails_a_worse_prompt_version_and_passes_an_equal_one(
     assert re.search(r"^token_f1\t0\.\d{4}$", plain.stdout, re.M)
 
     report = tmp_path / "report.md"
-    gate = ("--no-regression", "token_f1", "--no-regression", "exact_match")
+    # A margin of a point: equal prompts may still differ by a word on an item.
+    gate = ("--no-regression", "token_f1:0.01", "--no-regression", "exact_match")
     failed = await rig.cli(
         eval_group, "compare", str(a["run_id"]), str(b["run_id"]), *gate, "--markdown", str(report)
     )
     assert failed.exit_code == 1, failed.output
-    assert re.search(r"^FAIL --no-regression token_f1:0: delta -0\.\d+", failed.stdout, re.M)
+    assert re.search(r"^FAIL --no-regression token_f1:0.01: delta -0\.\d+", failed.stdout, re.M)
     row = next(line for line in failed.stdout.splitlines() if line.startswith("token_f1\t"))
     assert row.split("\t")[-1] == "worse" and row.split("\t")[1] == "8"
     text = report.read_text()
-    assert text.startswith("### Evaluation: failed") and "❌ `--no-regression token_f1:0`" in text
+    assert text.startswith("### Evaluation: failed") and "❌ `--no-regression token_f1:0.01`" in text
     assert "| `token_f1` | 8 |" in text and "🔴 worse" in text
 
     passed = await rig.cli(

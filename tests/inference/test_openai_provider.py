@@ -14,7 +14,7 @@ from inference.providers import Done, Event, Text, Usage
 from inference.providers.openai import OpenAIProvider, SSEParser, delta_text, sse_data
 from inference.routing import Target
 from llmops.v1 import inference_pb2
-from tests.inference.openai_mock import serve
+from tests.inference.openai_mock import OpenAIMock, Received, serve
 from tests.support import free_port
 
 PIECES = ["Error ", "code ", "E-417 ", "means low flow [2]."]
@@ -293,3 +293,29 @@ async def test_reported_usage_keeps_the_cached_and_reasoning_parts(
     async with serve(PIECES, usage=usage) as mock:
         *_, done = await collect(provider, target(mock.base_url))
     assert done == Done((), Usage(1200, 300, 1024, 256))
+
+
+class _ResetsSecondRequest(OpenAIMock):
+    """Keeps its first connection alive, then drops it, unanswered, when the second request
+    arrives on it: what a client sees when the upstream closed an idle pooled connection."""
+
+    async def _respond(self, writer: asyncio.StreamWriter, received: Received) -> bool:
+        if len(self.requests) == 2:
+            writer.transport.abort()  # a reset, not an answer
+            return False
+        return await super()._respond(writer, received)
+
+
+async def test_a_pooled_connection_the_upstream_dropped_is_sent_again_once(
+    provider: OpenAIProvider,
+) -> None:
+    mock = _ResetsSecondRequest(PIECES, keep_alive=True)
+    server = await asyncio.start_server(mock._handle, "127.0.0.1", mock.port)
+    try:
+        for _ in range(2):
+            events = await collect(provider, target(mock.base_url))
+            assert events[-1] == Done(())
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (len(mock.requests), mock.accepted) == (3, 2)  # the dropped one went out again

@@ -47,6 +47,7 @@ _MAX_ERROR_CHARS = 500
 _DRAIN_S = 1.0
 _decode = json.JSONDecoder().decode  # json.loads, less its per-call checks
 _POOL_SIZE = 256  # open connections to all upstreams together (kept alive, reused)
+_SEND_ATTEMPTS = 2  # a request whose pooled connection turns out closed is sent once more
 
 
 class OpenAIProvider:
@@ -132,13 +133,20 @@ class OpenAIProvider:
                 raise TargetError(f"the environment variable {target.api_key_env} is not set")
             headers["Authorization"] = f"Bearer {key}"
         body = json.dumps(chat_request(target.model, request)).encode()
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await self._session().post(url, data=body, headers=headers)
-        except TimeoutError:
-            raise TargetError(f"no response from {url} within {target.timeout_s:g}s") from None
-        except aiohttp.ClientError as exc:
-            raise TargetError(f"{url}: {_describe(exc)}") from None
+        for attempt in range(_SEND_ATTEMPTS):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self._session().post(url, data=body, headers=headers)
+            except TimeoutError:
+                raise TargetError(f"no response from {url} within {target.timeout_s:g}s") from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # A pooled keep-alive connection the upstream closed while it sat idle fails
+                # like this before the upstream saw the request: send it once more.
+                if attempt + 1 == _SEND_ATTEMPTS:
+                    raise TargetError(f"{url}: {_describe(exc)}") from None
+            except aiohttp.ClientError as exc:
+                raise TargetError(f"{url}: {_describe(exc)}") from None
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def close(self) -> None:
         http, self._http = self._http, None
