@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 from google.protobuf.message import DecodeError
-from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -41,6 +40,7 @@ from prometheus_client import Counter
 from evaluation.sampling import share_of
 from evaluation.settings import EvaluationSettings
 from evaluation.windows import TimeReservoir
+from llmops.bus.publisher import event_time
 from llmops.bus.topology import DRIFT_EVENTS, EVALUATION_EVENTS, EVENTS_STREAM, INTERACTION_EVENTS
 from llmops.evaluation.drift import DriftResult, ks_test, mmd_test, psi
 from llmops.evaluation.scorers import ServiceScorer
@@ -346,7 +346,7 @@ class DriftWatch:
         )
         return events_pb2.DriftEvent(
             event_id=event_id,
-            time=_timestamp(win.now),
+            time=event_time(win.now),
             tenant=tenant,
             signal=signal,
             method=result.method,
@@ -354,10 +354,10 @@ class DriftWatch:
             p_value=result.p_value,
             threshold=result.threshold,
             drifted=result.drifted,
-            reference_start=_timestamp(win.reference_start),
-            reference_end=_timestamp(win.recent_start),
-            recent_start=_timestamp(win.recent_start),
-            recent_end=_timestamp(win.now),
+            reference_start=event_time(win.reference_start),
+            reference_end=event_time(win.recent_start),
+            recent_start=event_time(win.recent_start),
+            recent_end=event_time(win.now),
             n_reference=result.n_reference,
             n_recent=result.n_recent,
         )
@@ -380,9 +380,3 @@ class DriftWatch:
                     n_reference=event.n_reference,
                     n_recent=event.n_recent,
                 )
-
-
-def _timestamp(seconds: float) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp

@@ -21,7 +21,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.budgets import BudgetGuard
 from gateway.caches import ExactCache, request_digest, semantic_scope
@@ -35,7 +34,7 @@ from gateway.settings import GatewaySettings
 from gateway.timing import RequestTimer
 from llmops import metrics, tracing
 from llmops.apikeys import KeyRecord, TenantRecord
-from llmops.bus.publisher import EventPublisher
+from llmops.bus.publisher import EventPublisher, event_time
 from llmops.bus.topology import INTERACTION_EVENTS
 from llmops.guardrails.events import Asked
 from llmops.logging import get_logger
@@ -621,7 +620,7 @@ class ChatPipeline:
             streamed=call.streamed,
             collection=call.request.collection,
         )
-        event.time.CopyFrom(_timestamp(arrived))
+        event.time.CopyFrom(event_time(arrived))
         self._recent.add(
             Interaction(call.key.tenant, call.request_id, final.trace_id, int(arrived * 1000))
         )
@@ -736,9 +735,3 @@ def _citation(hit: retrieval_pb2.SearchHit, number: int) -> gateway_pb2.Citation
         title=hit.title,
         score=hit.score,
     )
-
-
-def _timestamp(seconds: float) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp

@@ -12,11 +12,17 @@ import signal
 import time
 
 import pytest
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from llmops.bus.topology import DRIFT_EVENTS, EVALUATION_EVENTS
 from llmops.v1 import evaluation_pb2, events_pb2
-from tests.evaluation.test_service import RECENT_S, REFERENCE_S, Rig, interaction, rig
+from tests.evaluation.test_service import (
+    RECENT_S,
+    REFERENCE_S,
+    Rig,
+    interaction,
+    published_from_now,
+    rig,
+)
 
 __all__ = ["rig"]  # the shared rig fixture
 N = 45  # per window, above the rig's minimum of 30
@@ -93,18 +99,7 @@ def questions_result(reply: evaluation_pb2.CheckDriftReply) -> events_pb2.DriftE
 async def test_a_shifted_question_stream_raises_a_drift_event_and_an_unshifted_one_does_not(
     rig: Rig,
 ) -> None:
-    drift_events: list[events_pb2.DriftEvent] = []
-
-    async def collect(msg: object) -> None:
-        drift_events.append(events_pb2.DriftEvent.FromString(msg.data))  # type: ignore[attr-defined]
-
-    sub = await rig.js.subscribe(
-        DRIFT_EVENTS,
-        cb=collect,
-        ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
-    )
-    try:
+    async with published_from_now(rig, DRIFT_EVENTS, events_pb2.DriftEvent) as drift_events:
         await publish_questions(rig, "drift-same", bike_questions(N, 1), bike_questions(N, 2))
         await publish_questions(rig, "drift-shift", bike_questions(N, 3), tax_questions(N, 4))
         same = questions_result(await check(rig, "drift-same"))
@@ -118,8 +113,6 @@ async def test_a_shifted_question_stream_raises_a_drift_event_and_an_unshifted_o
             assert time.monotonic() < deadline, "no DriftEvent for the shifted stream"
             await asyncio.sleep(0.2)
         await asyncio.sleep(4.5)  # two more scheduled checks
-    finally:
-        await sub.unsubscribe()
     raised = [e for e in drift_events if e.tenant == "drift-shift"]
     assert {(e.signal, e.method, e.drifted) for e in raised} == {("questions", "mmd", True)}
     assert not [e for e in drift_events if e.tenant == "drift-same"]

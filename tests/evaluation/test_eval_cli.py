@@ -157,7 +157,9 @@ async def test_compare_fails_a_worse_prompt_version_and_passes_an_equal_one(
     row = next(line for line in failed.stdout.splitlines() if line.startswith("token_f1\t"))
     assert row.split("\t")[-1] == "worse" and row.split("\t")[1] == "8"
     text = report.read_text()
-    assert text.startswith("### Evaluation: failed") and "❌ `--no-regression token_f1:0.01`" in text
+    assert (
+        text.startswith("### Evaluation: failed") and "❌ `--no-regression token_f1:0.01`" in text
+    )
     assert "| `token_f1` | 8 |" in text and "🔴 worse" in text
 
     passed = await rig.cli(

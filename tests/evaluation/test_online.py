@@ -8,36 +8,23 @@ import contextlib
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from evaluation.sampling import share_of
 from llmops.bus.topology import DLQ, EVALUATION_EVENTS, INTERACTION_EVENTS
 from llmops.v1 import events_pb2, gateway_pb2, guardrails_pb2
-from tests.evaluation.test_service import DEFAULT_RATE, Rig, interaction, rig
+from tests.evaluation.test_service import DEFAULT_RATE, Rig, interaction, published_from_now, rig
 
 __all__ = ["rig"]  # the shared rig fixture
 
 
-@contextlib.asynccontextmanager
-async def evaluations(rig: Rig) -> AsyncIterator[list[events_pb2.EvaluationEvent]]:
+def evaluations(
+    rig: Rig,
+) -> contextlib.AbstractAsyncContextManager[list[events_pb2.EvaluationEvent]]:
     """Every EvaluationEvent published from now on, as they come."""
-    seen: list[events_pb2.EvaluationEvent] = []
-
-    async def collect(msg: object) -> None:
-        seen.append(events_pb2.EvaluationEvent.FromString(msg.data))  # type: ignore[attr-defined]
-
-    sub = await rig.js.subscribe(
-        EVALUATION_EVENTS,
-        cb=collect,
-        ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
-    )
-    try:
-        yield seen
-    finally:
-        await sub.unsubscribe()
+    return published_from_now(rig, EVALUATION_EVENTS, events_pb2.EvaluationEvent)
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 60, what: str = "") -> None:

@@ -15,12 +15,16 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import nats
 import pytest
+from google.protobuf.message import Message
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from llmops.bus.topology import DOCS_EMBEDDED, INTERACTION_EVENTS, ensure_topology
 from llmops.guardrails.store import PolicyStore
@@ -230,3 +234,28 @@ async def test_check_drift_refuses_a_malformed_tenant(rig: Rig) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await rig.drift.CheckDrift(evaluation_pb2.CheckDriftRequest(tenant="No Such!"), timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+Decoded = TypeVar("Decoded", bound=Message)
+
+
+@contextlib.asynccontextmanager
+async def published_from_now(
+    rig: Rig, subject: str, message: type[Decoded]
+) -> AsyncIterator[list[Decoded]]:
+    """Every `message` published on `subject` from now on, appended as it comes."""
+    seen: list[Decoded] = []
+
+    async def collect(msg: Msg) -> None:
+        seen.append(message.FromString(msg.data))
+
+    sub = await rig.js.subscribe(
+        subject,
+        cb=collect,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+    )
+    try:
+        yield seen
+    finally:
+        await sub.unsubscribe()

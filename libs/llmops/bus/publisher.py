@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from typing import Protocol
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
 from llmops import metrics
@@ -21,6 +22,13 @@ from llmops.logging import get_logger
 log = get_logger(__name__)
 _QUEUE_SIZE = 10_000
 _PUBLISHERS = 4
+
+
+def event_time(seconds: float) -> Timestamp:
+    """An event's timestamp from `time.time()` seconds (to the nanosecond)."""
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
 
 
 class Event(Protocol):
