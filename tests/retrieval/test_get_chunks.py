@@ -4,34 +4,22 @@ store adapters and through the gRPC handler."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from qdrant_client import QdrantClient
 
 from llmops.service import Loaded
 from llmops.v1 import retrieval_pb2
 from retrieval.handlers import RetrievalServicer
 from retrieval.settings import RetrievalSettings
-from retrieval.store import EdgeStore, QdrantServerStore, VectorStore
+from retrieval.store import EdgeStore, VectorStore
 from tests.retrieval.test_answers import Aborted, Context
-from tests.retrieval.test_store import DIM, doc
+from tests.retrieval.test_store import DIM, doc, store
 
+__all__ = ["store"]  # the edge and server stores of test_store.py
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
-
-
-@pytest.fixture(params=["edge", "server"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
-    s: VectorStore
-    if request.param == "edge":
-        s = EdgeStore(tmp_path / "qdrant", dim=DIM)
-    else:
-        s = QdrantServerStore(QdrantClient(location=":memory:"), dim=DIM)
-    yield s
-    s.close()
 
 
 def test_chunks_come_back_in_the_order_asked_and_only_the_tenants(store: VectorStore) -> None:
