@@ -147,6 +147,10 @@ def platform_env(data_dir: Path, triton: bool) -> dict[str, str]:
         LLMOPS_GUARDRAILS_METRICS_PORT=str(free_port()),
         LLMOPS_EVALUATION_ADDR=f"127.0.0.1:{free_port()}",
         LLMOPS_EVALUATION_METRICS_PORT=str(free_port()),
+        # Online scoring calls guardrails and embedding for a share of all traffic: on a
+        # 2-core machine that load makes other tests' time budgets flaky. Its own tests
+        # (tests/evaluation) run it with their rates.
+        LLMOPS_EVALUATION_SAMPLE_RATE="0",
         LLMOPS_TRITON_ENABLED="true" if triton else "false",
         LLMOPS_TRITON_GRPC_ADDR=f"127.0.0.1:{free_port()}",
         LLMOPS_TRITON_HTTP_PORT=str(free_port()),

@@ -77,9 +77,12 @@ async def _live(stub: guardrails_pb2_grpc.GuardrailsStub, store: PolicyStore, te
             direction=guardrails_pb2.DIRECTION_OUTPUT,
             text="hello there",
         )
-        reply = await stub.Check(request, timeout=10)
-        if reply.policy_version == stored.version:
-            return stored.name
+        try:
+            reply = await stub.Check(request, timeout=10)
+            if reply.policy_version == stored.version:
+                return stored.name
+        except grpc.aio.AioRpcError as exc:  # a new policy: NOT_FOUND until the mirror has it
+            assert exc.code() == grpc.StatusCode.NOT_FOUND, exc
         assert time.monotonic() < deadline, "the guardrails service never saw the policy"
         await asyncio.sleep(0.02)
 

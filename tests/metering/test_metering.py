@@ -66,8 +66,10 @@ async def _usage_events(js: JetStreamContext, tenant: str, n: int) -> list[event
 async def _counter(
     js: JetStreamContext, tenant: str, key_id: str = "", period: Any = "day"
 ) -> Spend:
+    """The counter of the period now (the events are stamped when made, not at import)."""
     kv = await js.key_value(SPEND_BUCKET)
-    entry = await kv.get(spend_key(tenant, key_id, period, period_start(period, NOW)))
+    start = period_start(period, dt.datetime.now(dt.UTC))
+    entry = await kv.get(spend_key(tenant, key_id, period, start))
     return Spend.model_validate_json(entry.value or b"{}")
 
 
