@@ -25,6 +25,7 @@ from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmops import ids
 from llmops.bus.topology import API_KEYS_BUCKET, TENANTS_BUCKET
 from llmops.kvmirror import model_mirror
 
@@ -32,7 +33,9 @@ DEFAULT_TENANT = "default"
 _KEY_ID = r"[0-9a-f]{12}"  # the public part of a key
 KEY_ID_RE = re.compile(rf"^{_KEY_ID}$")
 _KEY_RE = re.compile(rf"^llmops-({_KEY_ID})-([A-Za-z0-9_-]{{43}})$")
-TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Their older home, still imported from here; the rule is llmops.ids's.
+TENANT_RE = ids.TENANT_RE
+check_tenant = ids.check_tenant
 
 
 class Limits(BaseModel):
@@ -98,15 +101,6 @@ def parse_key(key: str) -> tuple[str, str] | None:
     """(key id, secret) of a well-formed key, else None."""
     match = _KEY_RE.match(key.strip())
     return (match.group(1), match.group(2)) if match else None
-
-
-def check_tenant(tenant: str) -> str:
-    if not TENANT_RE.match(tenant):
-        raise ValueError(
-            f"invalid tenant {tenant!r}: use 1-63 lowercase letters, digits, '-' or '_', "
-            "starting with a letter or digit"
-        )
-    return tenant
 
 
 class KeyAdmin:

@@ -61,3 +61,11 @@ def test_search_reports_a_clear_error_for_an_empty_query(platform: Platform) -> 
     result = platform.cli("search", "   ")
     assert result.returncode == 1
     assert "INVALID_ARGUMENT" in result.stdout + result.stderr
+
+
+def test_ingest_refuses_a_bad_tenant_before_publishing(platform: Platform, tmp_path: Path) -> None:
+    doc = tmp_path / "note.md"
+    doc.write_text("# Note\n\nA note.\n")
+    result = platform.cli("ingest", str(doc), "--tenant", "../../etc")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "invalid tenant '../../etc'" in result.stderr

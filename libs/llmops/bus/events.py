@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from llmops import metrics
 from llmops.bus.stage import DeadLetterHook, Delivery
 from llmops.bus.topology import DOCUMENT_EVENTS
+from llmops.ids import UNKNOWN_TENANT
 from llmops.tracing import current_trace_id
 from llmops.v1 import documents_pb2, events_pb2
 
@@ -75,7 +76,11 @@ async def publish_document_event(js: JetStreamContext, event: events_pb2.Documen
 
 
 def failure_events(stage: str, js: Callable[[], JetStreamContext]) -> DeadLetterHook:
-    """A dead-letter hook that emits the FAILED event accompanying every document dead letter."""
+    """A dead-letter hook that emits the FAILED event accompanying every document dead letter.
+
+    Every one carries a tenant and a time, so analytics stores it rather than
+    dead-lettering the event in turn.
+    """
 
     async def publish_failure(delivery: Delivery, reason: str) -> None:
         await publish_document_event(
@@ -83,7 +88,9 @@ def failure_events(stage: str, js: Callable[[], JetStreamContext]) -> DeadLetter
             document_event(
                 stage,
                 events_pb2.DOCUMENT_STATUS_FAILED,
-                tenant=delivery.tenant,
+                # Undecodable, or its tenant refused: still stored, where only
+                # all-tenants keys look.
+                tenant=delivery.tenant or UNKNOWN_TENANT,
                 doc_id=delivery.doc_id,
                 reason=reason,
                 content_bytes=len(delivery.data),

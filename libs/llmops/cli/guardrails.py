@@ -26,7 +26,6 @@ from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from rich.table import Table
 
-from llmops.apikeys import TENANT_RE
 from llmops.grpcutil import channel
 from llmops.guardrails.policy import (
     DEFAULT_POLICY,
@@ -36,6 +35,7 @@ from llmops.guardrails.policy import (
     parse_policy,
 )
 from llmops.guardrails.store import PolicyStore
+from llmops.ids import check_tenant
 from llmops.settings import CommonSettings
 from llmops.v1 import guardrails_pb2, guardrails_pb2_grpc
 
@@ -105,8 +105,16 @@ def _checked(pattern: re.Pattern[str]) -> Callable[[click.Context, click.Paramet
     return check
 
 
+def _checked_tenant(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    """A `--tenant` callback: llmops.ids's grammar and wording, as every entry point."""
+    try:
+        return None if value is None else check_tenant(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 tenant_option = click.option(
-    "--tenant", default="default", show_default=True, callback=_checked(TENANT_RE)
+    "--tenant", default="default", show_default=True, callback=_checked_tenant
 )
 name_option = click.option(
     "--name",
@@ -169,7 +177,7 @@ async def _get(tenant: str, name: str, version: int | None) -> Policy | None:
     "--tenant",
     default=None,
     help="only this tenant's policies (default: all)",
-    callback=_checked(TENANT_RE),
+    callback=_checked_tenant,
 )
 @json_option
 def list_policies(tenant: str | None, as_json: bool) -> None:

@@ -387,10 +387,9 @@ def keys_create(
     """Create a key; it is printed once and stored only as a SHA-256."""
     from .keys import create_key
 
+    tenant = _tenant(tenant)  # a bad tenant is a usage error, platform running or not
     state = _running_state(_settings())
-    key = asyncio.run(
-        create_key(state.nats_url, _tenant(tenant), name, rpm, tpm, all_tenants, prompt_admin)
-    )
+    key = asyncio.run(create_key(state.nats_url, tenant, name, rpm, tpm, all_tenants, prompt_admin))
     click.echo(key)
     click.echo("Store it now: it cannot be shown again.", err=True)
 
@@ -442,13 +441,14 @@ def tenants_set(
 
     from .keys import set_tenant
 
+    tenant = _tenant(tenant)  # a bad tenant is a usage error, platform running or not
     limits = None
     if rpm is not None or tpm is not None:
         limits = Limits(requests_per_minute=rpm or 0, tokens_per_minute=tpm or 0)
     record = asyncio.run(
         set_tenant(
             _running_state(_settings()).nats_url,
-            _tenant(tenant),
+            tenant,
             exact_cache,
             semantic_cache,
             limits,
@@ -463,7 +463,7 @@ def tenants_set(
 
 
 def _tenant(tenant: str) -> str:
-    from llmops.apikeys import check_tenant
+    from llmops.ids import check_tenant
 
     try:
         return check_tenant(tenant)

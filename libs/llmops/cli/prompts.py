@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import click
 import nats
 
-from llmops.apikeys import TENANT_RE
 from llmops.prompts.catalog import PromptSummary
 from llmops.prompts.model import (
     NAME_RE,
@@ -34,14 +33,21 @@ from llmops.prompts.model import (
 )
 from llmops.prompts.store import PromptStore, parse_ref
 
-from .guardrails import _checked, _nats_url, _print_json, _print_rows, json_option
+from .guardrails import (
+    _checked,
+    _checked_tenant,
+    _nats_url,
+    _print_json,
+    _print_rows,
+    json_option,
+)
 
 T = TypeVar("T")
 _SPEC = re.compile(r"^(?P<name>[^@:]+)(?:@(?P<version>v?\d+)|:(?P<label>.+))?$")
 _ARM = re.compile(r"^v?(?P<version>\d+)=(?P<weight>-?\d+)$")
 
 tenant_option = click.option(
-    "--tenant", default="default", show_default=True, callback=_checked(TENANT_RE)
+    "--tenant", default="default", show_default=True, callback=_checked_tenant
 )
 name_argument = click.argument("name", callback=_checked(NAME_RE))
 
