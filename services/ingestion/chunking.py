@@ -16,6 +16,14 @@ Why it is built this way:
   a single word longer than a chunk (rare: WordPiece turns words over 100
   characters into one [UNK]) between sub-word tokens.
 
+- A table (a section marked `table`, one row per line, the first its header)
+  is packed by rows instead: a row is never split across chunks, and every
+  chunk starts with the header row, so a chunk of a long table still names
+  its columns. No overlap: rows are records, not a text whose facts straddle
+  a boundary. Only a row too long for a chunk on its own is cut like a long
+  sentence, and a header over half a chunk is not repeated (it would crowd
+  out the rows).
+
 Cuts fall on pre-tokenizer word boundaries, where tokenizing a slice gives the
 same tokens as the whole, so `token_count` equals what the model will see.
 """
@@ -60,7 +68,10 @@ def _sentence_gaps(text: str) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True, slots=True)
 class TextChunk:
-    """One chunk: `text` is verbatim from the section (no heading prepended)."""
+    """One chunk: `text` is verbatim from the section (no heading prepended).
+
+    The one addition: a table's chunks after the first start with its header row.
+    """
 
     index: int
     text: str
@@ -135,11 +146,63 @@ class Chunker:
         encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
         chunks: list[TextChunk] = []
         for section, encoding in zip(doc.sections, encodings, strict=True):
-            units = self._units(_Tokenized(section.text, encoding.offsets, encoding.word_ids))
-            for first, last, tokens in self._pack(units):
-                text = section.text[units[first].start : units[last].end]
+            tokenized = _Tokenized(section.text, encoding.offsets, encoding.word_ids)
+            pieces = self._table(tokenized) if section.table else self._prose(tokenized)
+            for text, tokens in pieces:
                 chunks.append(TextChunk(len(chunks), text, section.heading, tokens))
         return chunks
+
+    def _prose(self, section: _Tokenized) -> list[tuple[str, int]]:
+        """(text, token count) of each chunk of a section of prose."""
+        units = self._units(section)
+        return [
+            (section.text[units[first].start : units[last].end], tokens)
+            for first, last, tokens in self._pack(units)
+        ]
+
+    def _table(self, section: _Tokenized) -> list[tuple[str, int]]:
+        """(text, token count) of each chunk of a table: whole rows, the header on top."""
+        rows = self._rows(section)
+        header = rows[0] if len(rows) > 1 and rows[0].tokens <= self._max // 2 else None
+        top = "" if header is None else section.text[header.start : header.end] + "\n"
+        top_tokens = 0 if header is None else header.tokens
+        pieces: list[tuple[str, int]] = []
+        group: list[_Unit] = []
+        used = top_tokens
+
+        def close_group() -> None:
+            nonlocal used
+            if group:
+                pieces.append((top + section.text[group[0].start : group[-1].end], used))
+                group.clear()
+                used = top_tokens
+
+        for row in rows[1:] if header is not None else rows:
+            if top_tokens + row.tokens > self._max:  # too long beside the header: on its own
+                close_group()
+                first = bisect_left(section.offsets, (row.start,))
+                stop = bisect_left(section.offsets, (row.end,))
+                cut = self._cut(section, first, stop, row.end) if row.tokens > self._max else [row]
+                pieces += [(section.text[unit.start : unit.end], unit.tokens) for unit in cut]
+                continue
+            if used + row.tokens > self._max:
+                close_group()
+            group.append(row)
+            used += row.tokens
+        close_group()
+        return pieces
+
+    @staticmethod
+    def _rows(section: _Tokenized) -> list[_Unit]:
+        """Each line of a table section with its token count."""
+        offsets, rows, begin = section.offsets, [], 0
+        for line in section.text.split("\n"):
+            end = begin + len(line)
+            rows.append(
+                _Unit(begin, end, bisect_left(offsets, (end,)) - bisect_left(offsets, (begin,)))
+            )
+            begin = end + 1
+        return rows
 
     def _units(self, section: _Tokenized) -> list[_Unit]:
         """Sentences of the section with their token counts; long ones cut to fit."""

@@ -3,11 +3,17 @@
 Precedence: the explicit format field, then the MIME type, then the source's
 file extension, then the content's first bytes. A publisher's explicit word
 beats any guess, and a guess from metadata beats sniffing bytes, which can
-only recognise PDF and HTML reliably.
+only recognise PDF, HTML and the Office formats reliably. DOCX, PPTX and XLSX
+are all zip files with the same first bytes: sniffing tells them apart by
+the main part their `[Content_Types].xml` declares.
 """
 
 from __future__ import annotations
 
+import io
+import re
+import zipfile
+import zlib
 from enum import Enum
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
@@ -29,6 +35,12 @@ class Format(Enum):
     MARKDOWN = 2
     HTML = 3
     PDF = 4
+    DOCX = 5
+    PPTX = 6
+    XLSX = 7
+    CSV = 8
+    JSON = 9
+    EML = 10
 
 
 _MIME_TYPES = {
@@ -38,6 +50,14 @@ _MIME_TYPES = {
     "text/html": Format.HTML,
     "application/xhtml+xml": Format.HTML,
     "application/pdf": Format.PDF,
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": Format.DOCX,
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": Format.PPTX,
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": Format.XLSX,
+    "text/csv": Format.CSV,
+    "application/csv": Format.CSV,
+    "application/json": Format.JSON,
+    "text/json": Format.JSON,
+    "message/rfc822": Format.EML,
 }
 
 _EXTENSIONS = {
@@ -48,7 +68,27 @@ _EXTENSIONS = {
     ".html": Format.HTML,
     ".htm": Format.HTML,
     ".pdf": Format.PDF,
+    ".docx": Format.DOCX,
+    ".pptx": Format.PPTX,
+    ".xlsx": Format.XLSX,
+    ".csv": Format.CSV,
+    ".json": Format.JSON,
+    ".eml": Format.EML,
 }
+
+# The main part's content type in [Content_Types].xml, per Office format
+# (macro-enabled and template variants share the prefix).
+_OFFICE_MAIN_PARTS = {
+    b"application/vnd.openxmlformats-officedocument.wordprocessingml.": Format.DOCX,
+    b"application/vnd.ms-word.": Format.DOCX,
+    b"application/vnd.openxmlformats-officedocument.presentationml.": Format.PPTX,
+    b"application/vnd.ms-powerpoint.": Format.PPTX,
+    b"application/vnd.openxmlformats-officedocument.spreadsheetml.": Format.XLSX,
+    b"application/vnd.ms-excel.": Format.XLSX,
+}
+_MAIN_PART = re.compile(rb'ContentType="([^"]+)\.main\+xml"')
+_ZIP_MAGIC = b"PK\x03\x04"
+_CONTENT_TYPES_BYTES = 1 << 20
 
 
 def detect_format(format_enum_value: int, content_type: str, source: str, content: bytes) -> Format:
@@ -62,7 +102,7 @@ def detect_format(format_enum_value: int, content_type: str, source: str, conten
     if found is None:
         raise UnsupportedFormat(
             f"cannot tell the format (content_type={content_type!r}, source={source!r}, "
-            "content is neither PDF nor HTML); set format or a supported content_type: "
+            "content is not PDF, HTML or an Office file); set format or a supported content_type: "
             + ", ".join(_MIME_TYPES)
         )
     return found
@@ -71,12 +111,15 @@ def detect_format(format_enum_value: int, content_type: str, source: str, conten
 def _from_mime(content_type: str) -> Format | None:
     """Map a MIME type, ignoring parameters such as `; charset=utf-8`.
 
-    Any other `text/*` type is plain text by definition; anything else (for
-    example `application/octet-stream`) says nothing and falls through.
+    Any other `text/*` type is plain text by definition, and any `+json` type
+    (RFC 6839) is JSON; anything else (for example `application/octet-stream`)
+    says nothing and falls through.
     """
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime in _MIME_TYPES:
         return _MIME_TYPES[mime]
+    if mime.endswith("+json"):
+        return Format.JSON
     return Format.TEXT if mime.startswith("text/") else None
 
 
@@ -87,7 +130,9 @@ def _from_extension(source: str) -> Format | None:
 
 
 def _sniff(content: bytes) -> Format | None:
-    """Recognise PDF by its magic number and HTML by its opening tag."""
+    """Recognise PDF by its magic number, HTML by its opening tag, Office files by their parts."""
+    if content.startswith(_ZIP_MAGIC):
+        return _sniff_office(content)
     head = content[:_SNIFF_BYTES]
     start = head.removeprefix(b"\xef\xbb\xbf").lstrip().lower()
     if start.startswith((b"<!doctype html", b"<html")):
@@ -95,3 +140,27 @@ def _sniff(content: bytes) -> Format | None:
     if b"%PDF-" in head:  # PDF readers accept the header anywhere in the first 1 KiB
         return Format.PDF
     return None
+
+
+def _sniff_office(content: bytes) -> Format | None:
+    """The Office format whose main part `[Content_Types].xml` declares, if any."""
+    try:
+        with (
+            zipfile.ZipFile(io.BytesIO(content)) as archive,
+            archive.open("[Content_Types].xml") as part,
+        ):
+            types = part.read(_CONTENT_TYPES_BYTES)  # a few KiB in real files; never a bomb
+    except (
+        zipfile.BadZipFile,
+        KeyError,
+        OSError,
+        EOFError,
+        RuntimeError,
+        NotImplementedError,
+        zlib.error,
+    ):
+        return None  # a zip, but no Office file: nothing to go on
+    main = _MAIN_PART.search(types)
+    if main is None:
+        return None
+    return next((f for prefix, f in _OFFICE_MAIN_PARTS.items() if main[1].startswith(prefix)), None)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import grpc
 from nats.js import JetStreamContext
 
+from ingestion.attachments import attachment_documents
 from ingestion.errors import IngestionError, InvalidDocument
 from ingestion.pipeline import DocumentPipeline
 from ingestion.redaction import DocumentRedactor
@@ -30,6 +31,7 @@ from llmops.bus.topology import (
     DOCUMENT_REGISTRY_BUCKET,
     document_msg_id,
 )
+from llmops.ids import refusals
 from llmops.logging import get_logger
 from llmops.service import Loaded
 from llmops.tracing import inject, span
@@ -38,6 +40,17 @@ from llmops.v1 import documents_pb2, events_pb2, ingestion_pb2, ingestion_pb2_gr
 log = get_logger(__name__)
 STAGE = "ingestion"
 DEFAULT = "default"
+
+
+def _identify(delivery: Delivery, **ids: str) -> None:
+    """Record on the delivery the tenant and doc id that pass (the dead letter and its
+    failure event name only real ones; an unknown tenant is UNKNOWN_TENANT there), then
+    refuse the message if any id does not."""
+    refused = refusals(**ids)
+    delivery.tenant = "" if "tenant" in refused else ids["tenant"]
+    delivery.doc_id = "" if "doc_id" in refused else ids["doc_id"]
+    if refused:
+        raise InvalidDocument("; ".join(refused.values()))
 
 
 class IngestHandler:
@@ -87,10 +100,16 @@ class IngestHandler:
         doc = decode(delivery.data, delivery.headers, documents_pb2.Document)
         doc.tenant = doc.tenant or DEFAULT
         doc.collection = doc.collection or DEFAULT
-        delivery.tenant, delivery.doc_id = doc.tenant, doc.doc_id
-        if not doc.doc_id:
-            raise InvalidDocument("doc_id is required")
+        _identify(delivery, tenant=doc.tenant, doc_id=doc.doc_id, collection=doc.collection)
         prepared = await asyncio.to_thread(self._pipeline.value.prepare, doc)
+        # An e-mail's attachments are documents of their own (published each time: the
+        # e-mail's hash covers only its own text; an unchanged attachment stays unchanged).
+        for attachment in attachment_documents(doc, prepared.parsed):
+            await self._js().publish(
+                DOCS_INGEST,
+                attachment.SerializeToString(),
+                headers={**inject(), CONTENT_TYPE: PROTOBUF},
+            )
         registry = self._registry.value
         state, revision = await registry.get(doc.tenant, doc.doc_id)
         if state and not state.deleted and state.content_hash == prepared.content_hash:
@@ -127,9 +146,7 @@ class IngestHandler:
     async def _delete(self, delivery: Delivery) -> None:
         request = decode(delivery.data, delivery.headers, documents_pb2.DeleteDocument)
         tenant = request.tenant or DEFAULT
-        delivery.tenant, delivery.doc_id = tenant, request.doc_id
-        if not request.doc_id:
-            raise InvalidDocument("doc_id is required")
+        _identify(delivery, tenant=tenant, doc_id=request.doc_id)
         registry = self._registry.value
         state, revision = await registry.get(tenant, request.doc_id)
         already_deleted = state is not None and state.deleted
@@ -155,7 +172,7 @@ class IngestHandler:
 
 
 class IngestionServicer(ingestion_pb2_grpc.IngestionServicer):
-    """gRPC front door: validates lightly, then publishes to the same JetStream subjects."""
+    """gRPC front door: checks ids and sizes, then publishes to the same JetStream subjects."""
 
     def __init__(self, js: Callable[[], JetStreamContext], max_document_bytes: int) -> None:
         self._js = js
@@ -165,10 +182,12 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServicer):
         self, request: ingestion_pb2.IngestRequest, context: grpc.aio.ServicerContext
     ) -> ingestion_pb2.IngestResponse:
         for doc in request.documents:
-            if not doc.doc_id:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, "every document needs a doc_id"
-                )
+            await _refuse_ids(
+                context,
+                tenant=doc.tenant or DEFAULT,
+                doc_id=doc.doc_id,
+                collection=doc.collection or DEFAULT,
+            )
             if len(doc.content) > self._max_bytes:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -183,6 +202,9 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServicer):
     async def Delete(
         self, request: ingestion_pb2.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> ingestion_pb2.DeleteResponse:
+        await _refuse_ids(context, tenant=request.tenant or DEFAULT)
+        for doc_id in request.doc_ids:
+            await _refuse_ids(context, doc_id=doc_id)
         payloads = [
             documents_pb2.DeleteDocument(tenant=request.tenant, doc_id=d).SerializeToString()
             for d in request.doc_ids
@@ -200,3 +222,10 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServicer):
         except Exception as exc:
             log.error("ingest.publish_failed", error=str(exc))
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot publish to NATS: {exc}")
+
+
+async def _refuse_ids(context: grpc.aio.ServicerContext, **ids: str) -> None:
+    """Abort with INVALID_ARGUMENT and the bus's reasons when an id breaks the grammar."""
+    refused = refusals(**ids)
+    if refused:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(refused.values()))

@@ -1,7 +1,9 @@
 """Raw bytes of a supported format -> clean text in heading-delimited sections.
 
-Every format ends up as the same shape, `ParsedDocument(title, sections)`, so
-chunking, hashing and everything downstream never branch on format. Cleaning
+Every format ends up as the same shape, `ParsedDocument(title, sections)`
+(ingestion.sections), so chunking, hashing and everything downstream never
+branch on format. Text, Markdown, HTML and PDF are parsed here; the office
+formats, tables, JSON and e-mail in modules of their own. Cleaning
 is canonical on purpose: bytes that differ only in markup, line endings,
 spacing or Unicode composition clean to the same text, hence the same content
 hash, so re-publishing them is a no-op.
@@ -18,33 +20,30 @@ from __future__ import annotations
 import codecs
 import io
 import re
-import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from pypdf import PasswordType, PdfReader
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from ingestion.errors import EmptyDocument, IngestionError, UnparseableDocument
+from ingestion import jsondoc, mail, office, tables
+from ingestion.errors import EmptyDocument, UnparseableDocument
 from ingestion.formats import Format
+from ingestion.sections import (
+    ParsedDocument,
+    Section,
+    SectionBuilder,
+    clean_code,
+    clean_text,
+    decode_utf8,
+    normalise,
+    one_line,
+    refuse_unreadable,
+    unify_line_breaks,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class Section:
-    """Text under one heading path, e.g. heading "Install > Linux" ("" before any heading)."""
-
-    heading: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedDocument:
-    """A document's title ("" if it has none) and its non-empty sections, in order."""
-
-    title: str
-    sections: list[Section]
+__all__ = ["ParsedDocument", "Section", "clean_code", "clean_text", "parse"]
 
 
 def parse(content: bytes, fmt: Format) -> ParsedDocument:
@@ -57,95 +56,12 @@ def parse(content: bytes, fmt: Format) -> ParsedDocument:
     return parsed
 
 
-# --- cleaning ----------------------------------------------------------------
-
-_LINE_BREAKS = re.compile(r"\r\n?|[\x0b\x0c\x85\u2028\u2029]")
-_INLINE_SPACE = re.compile(r"[^\S\n]+")  # any whitespace but a newline, incl. NBSP and tabs
-_BLANK_LINES = re.compile(r"\n{3,}")
-_ANY_SPACE = re.compile(r"\s+")
-# Control characters other than tab and newline, and invisible characters
-# that would only split words for a tokenizer: soft hyphen, zero-width space,
-# word joiner, byte-order mark.
-_INVISIBLE = dict.fromkeys(
-    [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0), 0xAD, 0x200B, 0x2060, 0xFEFF]
-)
-
-
-def clean_text(text: str) -> str:
-    """Canonical prose: NFC, spaces collapsed, lines stripped, at most one blank line.
-
-    Single newlines are kept (they carry list and line structure); a blank
-    line is the paragraph break the chunker can break on.
-    """
-    text = _normalise(text)
-    text = _INLINE_SPACE.sub(" ", text)
-    text = "\n".join(line.strip() for line in text.split("\n"))
-    return _BLANK_LINES.sub("\n\n", text).strip()
-
-
-def clean_code(text: str) -> str:
-    """Like clean_text but keeps indentation and inner spacing, which carry meaning in code."""
-    lines = _normalise(text).expandtabs(4).split("\n")
-    return _BLANK_LINES.sub("\n\n", "\n".join(line.rstrip() for line in lines)).strip("\n")
-
-
-def _normalise(text: str) -> str:
-    text = unicodedata.normalize("NFC", text)
-    return _LINE_BREAKS.sub("\n", text).translate(_INVISIBLE)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(_normalise(text).split())
-
-
-def _decode_utf8(content: bytes) -> str:
-    try:
-        return content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UnparseableDocument(
-            f"content is not valid UTF-8 (bad byte at offset {exc.start}); send UTF-8"
-        ) from None
-
-
-class _Sections:
-    """Collects cleaned blocks under the current heading path."""
-
-    def __init__(self) -> None:
-        self._path: list[tuple[int, str]] = []
-        self._blocks: list[str] = []
-        self._sections: list[Section] = []
-
-    def heading(self, level: int, text: str) -> None:
-        """Close the current section; `text` replaces the path from `level` down."""
-        self._flush()
-        while self._path and self._path[-1][0] >= level:
-            self._path.pop()
-        if text:
-            self._path.append((level, text))
-
-    def add(self, block: str) -> None:
-        if block:
-            self._blocks.append(block)
-
-    def finish(self) -> list[Section]:
-        self._flush()
-        return self._sections
-
-    def _flush(self) -> None:
-        # A heading with no text under it yields no section: its words still
-        # reach the index through the paths of its subsections.
-        if self._blocks:
-            path = " > ".join(text for _, text in self._path)
-            self._sections.append(Section(path, "\n\n".join(self._blocks)))
-            self._blocks = []
-
-
 # --- plain text ----------------------------------------------------------------
 
 
 def _parse_text(content: bytes) -> ParsedDocument:
-    sections = _Sections()
-    sections.add(clean_text(_decode_utf8(content)))
+    sections = SectionBuilder()
+    sections.add(clean_text(decode_utf8(content)))
     return ParsedDocument("", sections.finish())
 
 
@@ -159,33 +75,33 @@ _FRONT_MATTER_TITLE = re.compile(r"^title:[ \t]*(.+?)[ \t]*$", re.MULTILINE)
 
 
 def _parse_markdown(content: bytes) -> ParsedDocument:
-    text = _LINE_BREAKS.sub("\n", _decode_utf8(content))
+    text = unify_line_breaks(decode_utf8(content))
     title = ""
     front = _FRONT_MATTER.match(text)
     if front:
         text = text[front.end() :]
         declared = _FRONT_MATTER_TITLE.search(front.group(1))
-        title = _one_line(declared.group(1).strip("'\"")) if declared else ""
-    sections = _Sections()
+        title = one_line(declared.group(1).strip("'\"")) if declared else ""
+    sections = SectionBuilder()
     tokens = _MARKDOWN.parse(text)
-    rows: list[str] = []
+    rows: list[list[str]] = []
     cells: list[str] = []
     for i, token in enumerate(tokens):
         kind = token.type
         if kind == "heading_open":
-            heading = _one_line(_inline_text(tokens[i + 1]))
+            heading = one_line(_inline_text(tokens[i + 1]))
             sections.heading(int(token.tag[1]), heading)
             if not title and token.tag == "h1":
                 title = heading
         elif kind == "inline" and tokens[i - 1].type == "paragraph_open":
             sections.add(clean_text(_inline_text(token)))
         elif kind == "inline" and tokens[i - 1].type in ("th_open", "td_open"):
-            cells.append(_one_line(_inline_text(token)))
+            cells.append(_inline_text(token))
         elif kind == "tr_close":
-            rows.append(" | ".join(cells))
+            rows.append(cells)
             cells = []
         elif kind == "table_close":
-            sections.add("\n".join(rows))
+            sections.table(rows)
             rows = []
         elif kind in ("fence", "code_block"):
             sections.add(clean_code(token.content))
@@ -224,17 +140,19 @@ _BLOCK_TAGS = frozenset(
     {
         "address", "article", "blockquote", "caption", "dd", "details", "dialog", "div", "dl",
         "dt", "fieldset", "figcaption", "figure", "footer", "form", "header", "hr", "li",
-        "main", "ol", "p", "section", "summary", "table", "tr", "ul",
+        "main", "ol", "p", "section", "summary", "ul",
     }
 )  # fmt: skip
 _CELL_TAGS = frozenset({"td", "th"})
+_ROW_GROUP_TAGS = frozenset({"thead", "tbody", "tfoot"})
+_ANY_SPACE = re.compile(r"\s+")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9._:-]+)""", re.IGNORECASE)
 
 
 class _Paragraph:
     """Inline text of the block being read, with HTML's whitespace rules applied."""
 
-    def __init__(self, sections: _Sections) -> None:
+    def __init__(self, sections: SectionBuilder) -> None:
         self._sections = sections
         self._parts: list[str] = []
 
@@ -251,14 +169,14 @@ class _Paragraph:
 
 def _parse_html(content: bytes) -> ParsedDocument:
     tree = LexborHTMLParser(_decode_html(content))
-    sections = _Sections()
+    sections = SectionBuilder()
     first_h1 = _read_html(tree.body, sections)
     title_node = tree.css_first("title")
-    title = _one_line(title_node.text()) if title_node is not None else ""
+    title = one_line(title_node.text()) if title_node is not None else ""
     return ParsedDocument(title or first_h1, sections.finish())
 
 
-def _read_html(root: LexborNode | None, sections: _Sections) -> str:
+def _read_html(root: LexborNode | None, sections: SectionBuilder) -> str:
     """Add the text under `root` to `sections`, split at h1-h6; return the first h1's text."""
     first_h1 = ""
     paragraph = _Paragraph(sections)
@@ -277,7 +195,7 @@ def _read_html(root: LexborNode | None, sections: _Sections) -> str:
             continue
         elif tag in _HEADING_LEVELS:
             paragraph.end()
-            heading = _one_line(node.text())
+            heading = one_line(node.text())
             sections.heading(_HEADING_LEVELS[tag], heading)
             first_h1 = first_h1 or (heading if tag == "h1" else "")
         elif tag == "pre":
@@ -285,15 +203,47 @@ def _read_html(root: LexborNode | None, sections: _Sections) -> str:
             sections.add(clean_code(node.text()))
         elif tag == "br":
             paragraph.line_break()
+        elif tag == "table":
+            paragraph.end()
+            _read_table(node, sections)
         else:
-            if tag in _CELL_TAGS:
-                paragraph.text(" ")
             if tag in _BLOCK_TAGS:
                 paragraph.end()
                 stack.append(None)
             stack.extend(reversed(list(node.iter(include_text=True))))
     paragraph.end()
     return first_h1
+
+
+def _read_table(table: LexborNode, sections: SectionBuilder) -> None:
+    """The table's caption as a block, then its rows (not those of tables nested in cells)."""
+    rows: list[list[str]] = []
+    for child in table.iter():
+        if child.tag == "caption":
+            sections.add(one_line(_visible_text(child)))
+        elif child.tag == "tr":
+            rows.append(_cells(child))
+        elif child.tag in _ROW_GROUP_TAGS:
+            rows.extend(_cells(row) for row in child.iter() if row.tag == "tr")
+    sections.table(rows)
+
+
+def _cells(row: LexborNode) -> list[str]:
+    return [_visible_text(cell) for cell in row.iter() if cell.tag in _CELL_TAGS]
+
+
+def _visible_text(root: LexborNode) -> str:
+    """Text under `root` without what a reader never sees (scripts, styles, ...)."""
+    parts: list[str] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.tag == "-text":
+            parts.append(node.text_content or "")
+        elif node.tag not in _SKIPPED_TAGS:
+            parts.append(" ")
+            stack.extend(reversed(list(node.iter(include_text=True))))
+    return "".join(parts)
 
 
 def _inside_content(node: LexborNode) -> bool:
@@ -331,23 +281,11 @@ _LINE_END_HYPHEN = re.compile(r"(?<=[^\W\d_])-\n(?=[a-zà-öø-ÿ])")
 
 def _parse_pdf(content: bytes) -> ParsedDocument:
     """One section per page, headed "Page N", so a chunk can be cited by page."""
-    try:
-        reader = PdfReader(io.BytesIO(content))
-        if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
-            raise UnparseableDocument("PDF is encrypted with a password")
-        pages = [page.extract_text() for page in reader.pages]
-        metadata = reader.metadata
-        title = _one_line(metadata.title or "") if metadata is not None else ""
-    except IngestionError:
-        raise
-    except Exception as exc:
-        # pypdf raises many exception types on damaged files (PdfReadError,
-        # ValueError, KeyError, ...); all mean the same thing for the sender.
-        raise UnparseableDocument(f"not a readable PDF: {type(exc).__name__}: {exc}") from None
-    sections = _Sections()
+    pages, title = refuse_unreadable("PDF", lambda: _read_pdf(content))
+    sections = SectionBuilder()
     for number, page_text in enumerate(pages, start=1):
         sections.heading(1, f"Page {number}")
-        sections.add(clean_text(_LINE_END_HYPHEN.sub("", _normalise(page_text))))
+        sections.add(clean_text(_LINE_END_HYPHEN.sub("", normalise(page_text))))
     found = sections.finish()
     if not found:
         raise EmptyDocument(
@@ -356,9 +294,25 @@ def _parse_pdf(content: bytes) -> ParsedDocument:
     return ParsedDocument(title, found)
 
 
+def _read_pdf(content: bytes) -> tuple[list[str], str]:
+    """Each page's text, and the title from the document information."""
+    reader = PdfReader(io.BytesIO(content))
+    if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
+        raise UnparseableDocument("PDF is encrypted with a password")
+    pages = [page.extract_text() for page in reader.pages]
+    metadata = reader.metadata
+    return pages, one_line(metadata.title or "") if metadata is not None else ""
+
+
 _PARSERS: dict[Format, Callable[[bytes], ParsedDocument]] = {
     Format.TEXT: _parse_text,
     Format.MARKDOWN: _parse_markdown,
     Format.HTML: _parse_html,
     Format.PDF: _parse_pdf,
+    Format.DOCX: office.parse_docx,
+    Format.PPTX: office.parse_pptx,
+    Format.XLSX: tables.parse_xlsx,
+    Format.CSV: tables.parse_csv,
+    Format.JSON: jsondoc.parse_json,
+    Format.EML: lambda content: mail.parse_eml(content, _parse_html),
 }

@@ -60,7 +60,7 @@ class DocumentRedactor:
                         "until its policy's redaction can run)"
                     ) from None
             if reply.action == guardrails_pb2.ACTION_REDACT:
-                return Section(section.heading, reply.text)
+                return replace(section, text=reply.text)
             return section
 
         sections = await asyncio.gather(*(one(s) for s in prepared.parsed.sections))

@@ -44,7 +44,8 @@ def test_explicit_format_beats_mime_type_extension_and_content() -> None:
         ("Text/Markdown", Format.MARKDOWN),
         ("text/html;charset=ISO-8859-1", Format.HTML),
         ("application/pdf", Format.PDF),
-        ("text/csv", Format.TEXT),
+        ("text/csv", Format.CSV),
+        ("text/x-log", Format.TEXT),  # any other text/* is plain text
     ],
 )
 def test_mime_type_beats_extension_and_content(content_type: str, expected: Format) -> None:
@@ -90,8 +91,8 @@ def test_unknown_format_is_refused_with_what_was_seen() -> None:
 
 
 def test_unknown_format_number_is_refused() -> None:
-    with pytest.raises(UnsupportedFormat, match="unknown format value 9"):
-        detect_format(9, "text/plain", "a.txt", b"hello")
+    with pytest.raises(UnsupportedFormat, match="unknown format value 99"):
+        detect_format(99, "text/plain", "a.txt", b"hello")
 
 
 # --- errors and limits --------------------------------------------------------------
@@ -254,7 +255,7 @@ def test_html_splits_by_headings_and_keeps_block_structure() -> None:
             "On-call > Escalation",
             "Ack within 5 minutes\n\nMitigate\n\n  kubectl rollout undo\n    deploy/api",
         ),
-        Section("On-call > Escalation > Severity", "Level Meaning\n\nSEV1 Outage"),
+        Section("On-call > Escalation > Severity", "Level | Meaning\nSEV1 | Outage", table=True),
         Section("On-call > Handover", "Write notes."),
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -10,9 +11,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from llmops.bus.events import status_name
 from llmops.docclient import DocumentClient, document_from_file
+from llmops.ids import refusals
 from llmops.v1 import events_pb2
 
-SUPPORTED = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf"}
+# The extensions ingestion's format detection knows (ingestion.formats, which
+# libs cannot import); a folder walk sends only these.
+SUPPORTED = {
+    ".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf",
+    ".docx", ".pptx", ".xlsx", ".csv", ".json", ".eml",
+}  # fmt: skip
 
 
 def collect(paths: list[Path]) -> list[Path]:
@@ -46,8 +53,21 @@ async def run_ingest(
     console = Console(stderr=True)
     files = collect(paths)
     if not files:
-        console.print("no supported files found (txt, md, html, pdf)")
+        console.print("no supported files found (" + ", ".join(sorted(SUPPORTED)) + ")")
         return 1
+    refused = {
+        str(path): reasons
+        for path in files
+        if (
+            reasons := refusals(
+                tenant=tenant, doc_id=doc_id_for(path), collection=collection or "default"
+            )
+        )
+    }
+    if refused:  # said here, before anything is published, not by a dead letter later
+        for name, reasons in refused.items():  # plain lines: never wrapped
+            sys.stderr.write(f"{name}: " + "; ".join(reasons.values()) + "\n")
+        return 2
     client = await DocumentClient.connect(nats_url)
     try:
         if wait:
