@@ -24,6 +24,7 @@ EVALUATION_POLICY = """
 tenant: default
 name: evaluation
 description: online scoring, nothing blocks
+time_budget_ms: 5000  # off the request path, as the shipped policy: a busy machine is no miss
 output:
   groundedness: {action: flag, min_support: 0.5, threshold: 0.5}
   toxicity: {action: flag, threshold: 0.5}
