@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,10 +25,38 @@ ROOT = Path(__file__).resolve().parent.parent
 LLMOPS = str(Path(sys.executable).parent / "llmops")
 
 
+def _ports_below_ephemeral() -> range:
+    """Ports under the kernel's ephemeral range: no client connection's local port can take one."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12000), low)
+
+
+_PORTS = _ports_below_ephemeral()
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, never handed out twice by this test process.
+
+    The kernel's `bind(0)` hands out ephemeral ports, which outgoing connections also use,
+    and may hand the same one out again once its socket is closed: a platform's twenty
+    ports chosen that way once collided (a nats-server could never bind its own).
+    """
+    for _ in range(10_000):
+        port = random.choice(_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port left in {_PORTS}")
 
 
 def wait_port(port: int, timeout_s: float = 20.0) -> None:

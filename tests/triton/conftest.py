@@ -6,16 +6,15 @@ reused by later runs, so the wheel is downloaded once per checkout.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from llmops.triton import TritonRuntime, install_runtime
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,22 +35,13 @@ def runtime() -> TritonRuntime:
     return install_runtime(ROOT / ".cache" / "triton")
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports on 127.0.0.1 (all sockets held open until every port is chosen)."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
 @pytest.fixture
 def start(runtime: TritonRuntime, tmp_path: Path) -> Iterator[StartFn]:
     """Start tritonserver (output to a log file); every process started is killed at the end."""
     processes: list[subprocess.Popen[bytes]] = []
 
     def _start(model_repository: Path) -> Server:
-        grpc_port, http_port, metrics_port = free_ports(3)
+        grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
         log_file = tmp_path / f"tritonserver-{len(processes)}.log"
         with log_file.open("wb") as log:
             process = subprocess.Popen(
