@@ -17,10 +17,23 @@ TRITON_MODEL_ENVS := $(patsubst %/config.pbtxt,%/python_env/.installed,$(wildcar
 # The Node.js example client of the gateway (tests/e2e/test_node_client.py), from its lock file.
 NODE_CLIENT := tests/node_client
 
-.PHONY: setup up down test lint proto bench clean
+.PHONY: setup up down test lint proto bench clean tesseract
 
-## setup: venv, dependencies (torch CPU first), generated code, model files, Triton and its models' venvs, the Node client's packages
-setup: $(STAMP) proto $(MODEL_DIR)/llmops_model.json $(TINY_LLM_DIR)/tiny_llm.json $(GUARD_DIR)/classifiers.json .cache/triton/.installed $(TRITON_MODEL_ENVS) $(NODE_CLIENT)/node_modules/.installed
+## setup: venv, dependencies (torch CPU first), generated code, model files, Triton and its models' venvs, the Node client's packages, Tesseract for scanned PDFs
+setup: $(STAMP) proto $(MODEL_DIR)/llmops_model.json $(TINY_LLM_DIR)/tiny_llm.json $(GUARD_DIR)/classifiers.json .cache/triton/.installed $(TRITON_MODEL_ENVS) $(NODE_CLIENT)/node_modules/.installed tesseract
+
+# Scanned PDF pages are OCR'd by Debian's tesseract-ocr (~16 s, 24 MB): installed when missing
+# and apt-get can (as root, or with passwordless sudo); otherwise say how, and go on without.
+tesseract:
+	@command -v tesseract >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q --no-install-recommends tesseract-ocr >/dev/null || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends tesseract-ocr >/dev/null; }; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null && command -v apt-get >/dev/null; then \
+		sudo apt-get install -y -q --no-install-recommends tesseract-ocr >/dev/null; \
+	else \
+		echo "make setup: install tesseract-ocr to OCR scanned PDFs (apt-get install tesseract-ocr)" >&2; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

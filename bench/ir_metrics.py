@@ -98,6 +98,29 @@ def _load_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
+def load_queries(
+    data_dir: str | Path, split: str = "test"
+) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """A BEIR-format directory's judged queries of `split` and their qrels, without the corpus.
+
+    For a query set kept apart from the corpus it searches (``bench/data/scifact-train``
+    judges the ``bench/data/scifact`` corpus). ``queries`` holds only the queries that have
+    judgments in this split; raises ``ValueError`` on a judged query that has no text.
+    """
+    root = Path(data_dir)
+    qrels_path = _first_existing(root / f"qrels-{split}.tsv", root / "qrels" / f"{split}.tsv")
+    queries_path = _first_existing(root / "queries.jsonl", root / "queries.jsonl.gz")
+    qrels = _load_qrels(qrels_path)
+    all_queries: dict[str, str] = {}
+    for line in _read_lines(queries_path):
+        row = json.loads(line)
+        all_queries[str(row["_id"])] = str(row["text"])
+    missing = sorted(qid for qid in qrels if qid not in all_queries)
+    if missing:
+        raise ValueError(f"{queries_path}: judged queries without text: {missing[:5]}")
+    return {qid: all_queries[qid] for qid in qrels}, qrels
+
+
 def load_beir(
     data_dir: str | Path, split: str = "test"
 ) -> tuple[dict[str, Doc], dict[str, str], dict[str, dict[str, int]]]:
@@ -115,9 +138,6 @@ def load_beir(
     """
     root = Path(data_dir)
     corpus_path = _first_existing(root / "corpus.jsonl.gz", root / "corpus.jsonl")
-    qrels_path = _first_existing(root / f"qrels-{split}.tsv", root / "qrels" / f"{split}.tsv")
-    queries_path = _first_existing(root / "queries.jsonl", root / "queries.jsonl.gz")
-
     corpus: dict[str, Doc] = {}
     for line in _read_lines(corpus_path):
         row = json.loads(line)
@@ -125,18 +145,7 @@ def load_beir(
         if doc_id in corpus:
             raise ValueError(f"{corpus_path}: duplicate doc id {doc_id!r}")
         corpus[doc_id] = Doc(title=str(row.get("title") or ""), text=str(row.get("text") or ""))
-
-    qrels = _load_qrels(qrels_path)
-
-    all_queries: dict[str, str] = {}
-    for line in _read_lines(queries_path):
-        row = json.loads(line)
-        all_queries[str(row["_id"])] = str(row["text"])
-    missing = sorted(qid for qid in qrels if qid not in all_queries)
-    if missing:
-        raise ValueError(f"{queries_path}: judged queries without text: {missing[:5]}")
-    queries = {qid: all_queries[qid] for qid in qrels}
-
+    queries, qrels = load_queries(root, split)
     return corpus, queries, qrels
 
 

@@ -1,10 +1,16 @@
 """Retrieval quality and search latency on BEIR SciFact, through the real platform.
 
-Ingests the vendored SciFact corpus (``bench/data/scifact``) as one ``Document`` per abstract
-over NATS (parse, chunk, embed, index: the real document path), then scores the 300 test
-queries through gRPC ``Search`` in dense, hybrid and sparse mode (nDCG@10 and Recall@100
-over documents: chunk hits are folded max-passage) next to the published figures, and
-measures client-side search latency over gRPC at 1 and 8 concurrent clients.
+Ingests the vendored SciFact corpus (``bench/data/scifact``) as one ``Document`` per abstract,
+its title in ``Document.title``, over NATS (parse, chunk, embed, index: the real document
+path), then scores two query sets through gRPC ``Search`` in dense, hybrid and sparse mode
+(nDCG@10 and Recall@100 over documents: chunk hits are folded max-passage): the 300 test
+claims, next to the published figures, and the 300 train claims of
+``bench/data/scifact-train``, the set the settings were chosen on (docs/retrieval.md).
+
+Before and after, side by side on one index: the platform first runs with the previous
+hybrid fusion (``LLMOPS_HYBRID_FUSION=rrf``), is stopped, and comes back on the same data
+dir with the shipped default (DBSF); dense and sparse do not depend on it and must agree.
+Search latency over gRPC at 1 and 8 concurrent clients is measured after.
 
     .venv/bin/python bench/retrieval.py                        # full run, own platform
     .venv/bin/python bench/retrieval.py --limit-queries 20     # smoke run (~500 docs)
@@ -30,7 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.ir_metrics import Doc, dedupe_docs, load_beir, ndcg_at_k, recall_at_k  # noqa: E402
+from bench.ir_metrics import (  # noqa: E402
+    Doc,
+    dedupe_docs,
+    load_beir,
+    load_queries,
+    ndcg_at_k,
+    recall_at_k,
+)
 from tests.support import run_platform  # noqa: E402
 
 from llmops.bus.events import status_name  # noqa: E402
@@ -39,6 +52,9 @@ from llmops.grpcutil import channel  # noqa: E402
 from llmops.v1 import documents_pb2, events_pb2, retrieval_pb2, retrieval_pb2_grpc  # noqa: E402
 
 DATA = ROOT / "bench" / "data" / "scifact"
+TUNING = ROOT / "bench" / "data" / "scifact-train"  # train claims on the same corpus
+FUSION_ENV = "LLMOPS_HYBRID_FUSION"  # services/retrieval/settings.py: hybrid_fusion
+PHASES = {"before": "rrf", "after": "dbsf"}  # the previous fusion, the shipped default
 TENANT = "scifact"
 MODES = {
     "dense": retrieval_pb2.SEARCH_MODE_DENSE,
@@ -226,21 +242,64 @@ def fmt(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else "—"
 
 
-def report(quality: dict[str, dict[str, float]], lat: list[dict[str, float]], subset: bool) -> None:
-    print("\nSciFact test: nDCG@10 and Recall@100 over documents (chunks folded max-passage)")
-    print(f"{'mode':<8} | nDCG@10 | R@100  | published, same model: nDCG@10, R@100")
-    print("-" * 90)
-    for name, m in quality.items():
-        pub = published_figure(name)
-        ref = (
-            f"{pub['model']}: {fmt(pub.get('ndcg_at_10'))}, {fmt(pub.get('recall_at_100'))}"
-            if pub
-            else "none published (see the dense and sparse rows)"
-        )
-        print(f"{name:<8} | {m['ndcg_at_10']:>7.3f} | {m['recall_at_100']:>6.3f} | {ref}")
+QuerySets = dict[str, tuple[dict[str, str], dict[str, dict[str, int]]]]
+Quality = dict[str, dict[str, dict[str, float]]]  # query set -> mode -> metric -> value
+
+
+def query_sets(
+    corpus: dict[str, Doc],
+    test: tuple[dict[str, str], dict[str, dict[str, int]]],
+    limit: int | None,
+) -> QuerySets:
+    """The test claims and the tuning claims; on a subset, the tuning claims it judges fully."""
+    queries, qrels = load_queries(TUNING, "dev")
+    judged = [q for q in queries if all(d in corpus for d in qrels[q])][:limit]
+    return {
+        "test": test,
+        "tuning": ({q: queries[q] for q in judged}, {q: qrels[q] for q in judged}),
+    }
+
+
+async def measure(address: str, sets: QuerySets, k: int) -> Quality:
+    quality: Quality = {}
+    for name, (queries, qrels) in sets.items():
+        print(f" {name} queries ({len(queries)})", flush=True)
+        quality[name] = await evaluate(address, queries, qrels, k)
+    return quality
+
+
+def report(
+    phases: dict[str, Quality], sets: QuerySets, lat: list[dict[str, float]], subset: bool
+) -> None:
+    names = list(phases)
+    for set_name, (queries, _) in sets.items():
+        what = "SciFact test" if set_name == "test" else "SciFact train claims (tuning set)"
+        print(f"\n{what}, {len(queries)} queries: nDCG@10 / Recall@100 over documents")
+        header = " | ".join(f"{n:<15}" for n in names)
+        extra = " | published, same model: nDCG@10, R@100" if set_name == "test" else ""
+        print(f"{'mode':<8} | {header}{extra}")
+        print("-" * (11 + 18 * len(names) + len(extra)))
+        for mode in MODES:
+            cells = " | ".join(
+                f"{phases[n][set_name][mode]['ndcg_at_10']:.3f} / "
+                f"{phases[n][set_name][mode]['recall_at_100']:.3f}"
+                for n in names
+            )
+            ref = ""
+            if set_name == "test":
+                pub = published_figure(mode)
+                ref = (
+                    f" | {pub['model']}: {fmt(pub.get('ndcg_at_10'))}, "
+                    f"{fmt(pub.get('recall_at_100'))}"
+                    if pub
+                    else " | none published (see the dense and sparse rows)"
+                )
+            print(f"{mode:<8} | {cells}{ref}")
     print(
         "published: whole abstracts, exact search; here: 200-token chunks in Qdrant, top doc chunk"
     )
+    if "before" in phases:
+        print(f"before: {FUSION_ENV}={PHASES['before']}; after: {PHASES['after']} (the default)")
     if subset:
         print("NOTE: a subset of queries/docs: NOT comparable to the published figures")
     print("\nSearch latency over gRPC (hybrid, top_k=10, measured by the client)")
@@ -253,9 +312,8 @@ def report(quality: dict[str, dict[str, float]], lat: list[dict[str, float]], su
         )
 
 
-async def bench(args: argparse.Namespace, nats_url: str, address: str) -> dict[str, Any]:
-    corpus, queries, qrels = select(*load_beir(DATA), args.limit_queries, args.limit_docs)
-    print(f"SciFact: ingesting {len(corpus)} docs; {len(queries)} queries", flush=True)
+async def ingest_all(args: argparse.Namespace, nats_url: str, corpus: dict[str, Doc]) -> Ingest:
+    print(f"SciFact: ingesting {len(corpus)} docs", flush=True)
     ing = await ingest(nats_url, corpus, args.ingest_timeout)
     for f in ing.failed:
         print(f"  FAILED {f['doc_id']} at {f['stage']}: {f['reason']}")
@@ -263,19 +321,56 @@ async def bench(args: argparse.Namespace, nats_url: str, address: str) -> dict[s
     # (LLMOPS_OPTIMIZE_IDLE_S); measure the steady state, not the minutes after a bulk load.
     print(f"settling {args.settle_s:g}s (the index is optimised when ingestion goes quiet)")
     await asyncio.sleep(args.settle_s)
+    return ing
+
+
+async def quality_and_latency(
+    args: argparse.Namespace, address: str, sets: QuerySets
+) -> tuple[Quality, list[dict[str, float]]]:
     print(f"evaluating (top_k={args.eval_k} chunks per query)", flush=True)
-    quality = await evaluate(address, queries, qrels, args.eval_k)
+    quality = await measure(address, sets, args.eval_k)
     lat = []
+    test_queries = list(sets["test"][0].values())
     for clients in (1, 8):
         print(f"latency: {clients} client(s), {args.rounds} round(s)", flush=True)
-        lat.append(await latency(address, list(queries.values()), clients, args.rounds, 10))
+        lat.append(await latency(address, test_queries, clients, args.rounds, 10))
+    return quality, lat
+
+
+def run(args: argparse.Namespace, corpus: dict[str, Doc], sets: QuerySets) -> dict[str, Any]:
+    """Ingest once; on an own platform measure `before`, restart with the default, `after`."""
+    phases: dict[str, Quality] = {}
+    with contextlib.ExitStack() as stack:
+        if args.nats_url:
+            ing = asyncio.run(ingest_all(args, args.nats_url, corpus))
+            phases["as configured"], lat = asyncio.run(
+                quality_and_latency(args, args.retrieval_addr, sets)
+            )
+        else:
+            data_dir = args.data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            print(f"starting the platform (llmops up, no Triton) in {data_dir}", flush=True)
+            first = PHASES["after"] if args.skip_before else PHASES["before"]
+            extra = {FUSION_ENV: first}
+            with run_platform(data_dir, triton=False, extra_env=extra, timeout_s=300) as platform:
+                ing = asyncio.run(ingest_all(args, platform.nats_url, corpus))
+                env, address = platform.env, platform.addr("retrieval")
+                if not args.skip_before:
+                    print(f"before: {FUSION_ENV}={first}", flush=True)
+                    phases["before"] = asyncio.run(measure(address, sets, args.eval_k))
+            if not args.skip_before:
+                print(f"restarting on the same data dir with {FUSION_ENV}={PHASES['after']}")
+            restart = {**env, FUSION_ENV: PHASES["after"]}
+            with run_platform(data_dir, env=restart, timeout_s=300) as platform:
+                phases["after"], lat = asyncio.run(
+                    quality_and_latency(args, platform.addr("retrieval"), sets)
+                )
     subset = args.limit_queries is not None or args.limit_docs is not None
-    report(quality, lat, subset)
+    report(phases, sets, lat, subset)
     return {
-        "dataset": "BEIR SciFact test",
+        "dataset": "BEIR SciFact test; tuning set: SciFact train claims (bench/data/scifact-train)",
         "subset": subset,
         "docs": len(corpus),
-        "queries": len(queries),
+        "queries": {name: len(queries) for name, (queries, _) in sets.items()},
         "ingest": {
             "outcomes": ing.statuses,
             "failed": ing.failed,
@@ -284,7 +379,8 @@ async def bench(args: argparse.Namespace, nats_url: str, address: str) -> dict[s
             "docs_per_s": len(corpus) / ing.seconds,
         },
         "eval_top_k_chunks": args.eval_k,
-        "quality": quality,
+        "settings": {"before": {FUSION_ENV: PHASES["before"]}, "after": {FUSION_ENV: "default"}},
+        "quality": phases,
         "published": json.loads((DATA / "published.json").read_text()),
         "latency": {"mode": "hybrid", "top_k": 10, "rounds": args.rounds, "runs": lat},
     }
@@ -301,19 +397,14 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2, help="latency rounds over the queries")
     p.add_argument("--ingest-timeout", type=float, default=3600.0)
     p.add_argument("--settle-s", type=float, default=15.0, help="quiet time after ingesting")
+    p.add_argument("--skip-before", action="store_true", help="only the shipped defaults")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "retrieval.json")
     args = p.parse_args()
     if (args.nats_url is None) != (args.retrieval_addr is None):
         p.error("--nats-url and --retrieval-addr go together")
-    with contextlib.ExitStack() as stack:
-        if args.nats_url:
-            nats_url, address = args.nats_url, args.retrieval_addr
-        else:
-            data_dir = args.data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            print(f"starting the platform (llmops up, no Triton) in {data_dir}", flush=True)
-            platform = stack.enter_context(run_platform(data_dir, triton=False, timeout_s=300))
-            nats_url, address = platform.nats_url, platform.addr("retrieval")
-        results = asyncio.run(bench(args, nats_url, address))
+    corpus, queries, qrels = select(*load_beir(DATA), args.limit_queries, args.limit_docs)
+    sets = query_sets(corpus, (queries, qrels), args.limit_queries)
+    results = run(args, corpus, sets)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {args.out}")

@@ -19,7 +19,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from llmops.bus.codec import CONTENT_TYPE, PROTOBUF
-from llmops.bus.topology import DOCS_DELETE, DOCS_INGEST, DOCUMENT_EVENTS
+from llmops.bus.topology import DOCS_DELETE, DOCUMENT_EVENTS
+from llmops.uploads import publish_document
 from llmops.v1 import documents_pb2, events_pb2
 
 Key = tuple[str, str]  # (tenant, doc_id)
@@ -61,11 +62,13 @@ class DocumentClient:
         self._sub = await self.nc.subscribe(f"{DOCUMENT_EVENTS}.>", cb=on_event)
         await self.nc.flush()
 
-    async def publish(self, doc: documents_pb2.Document) -> None:
-        """Publish durably: returns once JetStream stored the document."""
-        await self.js.publish(
-            DOCS_INGEST, doc.SerializeToString(), headers={CONTENT_TYPE: PROTOBUF}
-        )
+    async def publish(
+        self, doc: documents_pb2.Document, file: Path | None = None, *, keep: bool = False
+    ) -> None:
+        """Publish durably: returns once JetStream stored the document (and its upload, when
+        it is too large for a message). `file` supplies the content, read in blocks; `keep`
+        leaves the upload in the object store after ingestion."""
+        await publish_document(self.js, doc, file, keep=keep)
 
     async def delete(self, tenant: str, doc_id: str) -> None:
         message = documents_pb2.DeleteDocument(tenant=tenant, doc_id=doc_id)
@@ -106,9 +109,10 @@ class DocumentClient:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
 
 
-def document_from_file(
+def document_for_file(
     path: Path, doc_id: str, tenant: str, collection: str, metadata: dict[str, str]
 ) -> documents_pb2.Document:
+    """The Document for `path`, without its content (`publish(doc, file=path)` adds it)."""
     content_type = mimetypes.guess_type(path.name)[0] or ""
     if path.suffix.lower() in (".md", ".markdown"):
         content_type = "text/markdown"
@@ -119,6 +123,14 @@ def document_from_file(
         source=str(path),
         title=path.stem,
         content_type=content_type,
-        content=path.read_bytes(),
         metadata=metadata,
     )
+
+
+def document_from_file(
+    path: Path, doc_id: str, tenant: str, collection: str, metadata: dict[str, str]
+) -> documents_pb2.Document:
+    """The Document for a small file, its content read."""
+    doc = document_for_file(path, doc_id, tenant, collection, metadata)
+    doc.content = path.read_bytes()
+    return doc

@@ -22,13 +22,19 @@ from llmops import metrics, tracing
 
 S = TypeVar("S")
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
-_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.so_reuseport", 0),
-    # Calls stay inside the cluster / on 127.0.0.1: never route them through an HTTP proxy.
-    ("grpc.enable_http_proxy", 0),
-]
+
+
+def _options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        # Calls stay inside the cluster / on 127.0.0.1: never route them through an HTTP proxy.
+        ("grpc.enable_http_proxy", 0),
+    ]
+
+
+_OPTIONS = _options()
 
 
 class _TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -114,9 +120,18 @@ LIVENESS = "liveness"
 class GrpcServer:
     """A grpc.aio server plus its health servicer, so a service can report NOT_SERVING."""
 
-    def __init__(self, address: str, service_names: Iterable[str], registrars: Iterable[Registrar]):
+    def __init__(
+        self,
+        address: str,
+        service_names: Iterable[str],
+        registrars: Iterable[Registrar],
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ):
+        """`max_message_bytes` bounds requests and replies (ingestion's takes whole documents)."""
         self.address = address
-        self.server = grpc.aio.server(interceptors=[_TelemetryInterceptor()], options=_OPTIONS)
+        self.server = grpc.aio.server(
+            interceptors=[_TelemetryInterceptor()], options=_options(max_message_bytes)
+        )
         self.health = health.aio.HealthServicer()
         self.service_names = list(service_names)
         for register in registrars:

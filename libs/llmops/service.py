@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 from llmops import metrics
 from llmops.bus.stage import BatchHandler, DeadLetterHook, Stage, StageOptions
 from llmops.bus.topology import Consumer, ensure_topology
-from llmops.grpcutil import GrpcServer, Registrar
+from llmops.grpcutil import MAX_MESSAGE_BYTES, GrpcServer, Registrar
 from llmops.logging import configure_logging, get_logger
 from llmops.settings import CommonSettings, port_of
 from llmops.tracing import configure_tracing
@@ -68,6 +68,7 @@ class ServiceApp:
         grpc_addr: str | None,
         metrics_port: int,
         grpc_services: Sequence[str] = (),
+        grpc_max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         """`grpc_addr` is this service's address in the address book; it listens on its port."""
         self.name = name
@@ -75,6 +76,7 @@ class ServiceApp:
         self.grpc_address = f"{settings.bind_host}:{port_of(grpc_addr)}" if grpc_addr else None
         self.metrics_port = metrics_port
         self.grpc_services = list(grpc_services)
+        self.grpc_max_message_bytes = grpc_max_message_bytes
         self._nc: Client | None = None
         self.stages: list[Stage] = []
         self._registrars: list[Registrar] = []
@@ -97,7 +99,12 @@ class ServiceApp:
         linger_s: float = 0.0,
         on_dead_letter: DeadLetterHook | None = None,
     ) -> Stage:
-        """Consume `consumer` in batches; redelivery bounds come from the common settings."""
+        """Consume `consumer` in batches; redelivery bounds come from the common settings.
+
+        The stage is named after the consumer's durable (its dead letters go to
+        `llmops.dlq.<durable>`), so a service with two stages keeps their letters apart
+        and a replay finds the one consumer that refused the message.
+        """
         opts = StageOptions(
             batch_size=batch_size,
             linger_s=linger_s,
@@ -105,7 +112,7 @@ class ServiceApp:
             ack_wait_s=self.settings.ack_wait_s,
         )
         stage = Stage(
-            self.name, consumer, handler, lambda: self.js, opts, on_dead_letter, self._client
+            consumer.durable, consumer, handler, lambda: self.js, opts, on_dead_letter, self._client
         )
         self.stages.append(stage)
         return stage
@@ -142,7 +149,12 @@ class ServiceApp:
             metrics.serve_metrics(self.metrics_port, self.settings.bind_host)
         if self.grpc_address:
             # Listen early (NOT_SERVING) so probes see a live process while models load.
-            self.grpc = GrpcServer(self.grpc_address, self.grpc_services, self._registrars)
+            self.grpc = GrpcServer(
+                self.grpc_address,
+                self.grpc_services,
+                self._registrars,
+                self.grpc_max_message_bytes,
+            )
             await self.grpc.start()
             await self.grpc.set_serving(False)
         await self._connect()

@@ -57,6 +57,11 @@ class CommonSettings(BaseSettings):
     js_replicas: int = Field(1, description="JetStream stream replicas (3 in production)")
     max_deliver: int = Field(5, description="deliveries before a message is dead-lettered")
     ack_wait_s: float = Field(60.0, description="redelivery delay of an unacked message")
+    # The one document size limit: checked where the bytes arrive (`llmops ingest`, gRPC
+    # Ingest, ingestion on the bus, before it reads an upload) and by the parser.
+    max_document_bytes: int = Field(
+        256 * 1024 * 1024, description="larger documents are refused (over 8 MiB: by reference)"
+    )
 
     @property
     def nats_store_dir(self) -> Path:

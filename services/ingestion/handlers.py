@@ -1,34 +1,46 @@
 """Ingestion's edges: the JetStream stage handler (ingest/delete) and the gRPC servicer.
 
-Per document: decode -> parse, clean, hash (off the event loop) -> skip if the
-registry already holds this content -> chunk -> publish the ChunkedDocument
-durably (Nats-Msg-Id = tenant:doc:version, so a redelivery after a crash is
-de-duplicated by JetStream) -> record the new version -> ack.
+Per document: decode -> (a large one: stream its upload to a spool file) -> parse,
+clean, hash in a worker process (deadline, memory cap) -> skip if the registry
+already holds this content -> chunk -> publish the ChunkedDocument durably
+(Nats-Msg-Id = tenant:doc:version, so a redelivery after a crash is de-duplicated
+by JetStream) -> record the new version -> remove the upload -> ack.
+
+An upload is removed only once the outcome is recorded, and kept when the document
+is refused (its dead letter still references it, so a replay finds the bytes). A
+redelivery after the removal (a crash before the ack) finds the registry already
+holding those exact bytes, and reports the document unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 from nats.js import JetStreamContext
 
 from ingestion.attachments import attachment_documents
-from ingestion.errors import IngestionError, InvalidDocument
-from ingestion.pipeline import DocumentPipeline
+from ingestion.catalog import DocumentCatalog
+from ingestion.catalog_api import DocumentQueries
+from ingestion.errors import DocumentTooLarge, IngestionError, InvalidDocument
+from ingestion.limits import check_size
+from ingestion.pipeline import DocumentPipeline, PreparedDocument
 from ingestion.redaction import DocumentRedactor
 from ingestion.registry import DocumentRegistry, DocumentState
 from ingestion.settings import IngestionSettings
-from llmops import metrics
+from ingestion.spool import Spool
+from ingestion.worker import ParserPool
+from llmops import metrics, uploads
 from llmops.bus.codec import CONTENT_TYPE, PROTOBUF, MalformedMessage, decode
 from llmops.bus.events import document_event, publish_document_event
 from llmops.bus.stage import Delivery, PoisonMessage
 from llmops.bus.topology import (
     DOCS_CHUNKED,
     DOCS_DELETE,
-    DOCS_INGEST,
     DOCUMENT_REGISTRY_BUCKET,
+    MAX_MESSAGE_BYTES,
     document_msg_id,
 )
 from llmops.ids import refusals
@@ -67,10 +79,17 @@ class IngestHandler:
         self._redactor = redactor
         self._pipeline: Loaded[DocumentPipeline] = Loaded("the document pipeline")
         self._registry: Loaded[DocumentRegistry] = Loaded("the document registry")
+        self._parsers = ParserPool(
+            settings.parse_workers, settings.parse_timeout_s, settings.parse_memory_mb
+        )
+        self._spool = Spool(settings.spool_dir)
 
     async def start(self) -> None:
-        """Load the tokenizer and open the registry bucket (start-up, not import time)."""
+        """Load the tokenizer, start the parser processes and open the registry bucket
+        (start-up, not import time)."""
         s = self._settings
+        self._parsers.start()
+        self._spool.start()
         self._pipeline.set(
             DocumentPipeline(
                 s.embedding_model_dir / "tokenizer.json",
@@ -81,6 +100,10 @@ class IngestHandler:
         )
         kv = await self._js().key_value(DOCUMENT_REGISTRY_BUCKET)
         self._registry.set(DocumentRegistry(kv))
+
+    def stop(self) -> None:
+        self._parsers.stop()
+        self._spool.stop()
 
     async def __call__(self, batch: Sequence[Delivery]) -> None:
         for delivery in batch:
@@ -101,38 +124,84 @@ class IngestHandler:
         doc.tenant = doc.tenant or DEFAULT
         doc.collection = doc.collection or DEFAULT
         _identify(delivery, tenant=doc.tenant, doc_id=doc.doc_id, collection=doc.collection)
-        prepared = await asyncio.to_thread(self._pipeline.value.prepare, doc)
+        ref = doc.content_ref if doc.HasField("content_ref") else None
+        prepared = await self._prepare(doc, ref)
+        if prepared is None:
+            return  # a redelivery of an upload already ingested and removed
         # An e-mail's attachments are documents of their own (published each time: the
         # e-mail's hash covers only its own text; an unchanged attachment stays unchanged).
         for attachment in attachment_documents(doc, prepared.parsed):
-            await self._js().publish(
-                DOCS_INGEST,
-                attachment.SerializeToString(),
-                headers={**inject(), CONTENT_TYPE: PROTOBUF},
-            )
+            await uploads.publish_document(self._js(), attachment, headers=inject())
         registry = self._registry.value
         state, revision = await registry.get(doc.tenant, doc.doc_id)
+        size = ref.size if ref else len(doc.content)
         if state and not state.deleted and state.content_hash == prepared.content_hash:
             log.info(
                 "document.unchanged", tenant=doc.tenant, doc_id=doc.doc_id, version=state.version
             )
-            await publish_document_event(
-                self._js(),
-                document_event(
-                    STAGE,
-                    events_pb2.DOCUMENT_STATUS_UNCHANGED,
-                    tenant=doc.tenant,
-                    doc_id=doc.doc_id,
-                    content_bytes=len(doc.content),
-                ),
-            )
-            return
+            await self._unchanged(doc, size)
+        else:
+            await self._index(doc, prepared, state, revision, ref)
+        if ref and not ref.keep:
+            await uploads.remove(self._js(), ref)
+
+    async def _prepare(
+        self, doc: documents_pb2.Document, ref: documents_pb2.ContentRef | None
+    ) -> PreparedDocument | None:
+        """Parse in a worker: the content itself, or the upload streamed to a spool file.
+
+        None when the upload is gone because this very document was ingested already (the
+        registry holds its bytes' digest): the outcome was recorded before a crash.
+        """
+        pipeline = self._pipeline.value
+        if ref is None:
+            return await self._parsers.prepare(pipeline.job(doc))
+        check_size(ref.size, self._settings.max_document_bytes)  # before reading a byte
+        with self._spool.file() as path:
+            try:
+                with path.open("wb") as spool:
+                    await uploads.download(self._js(), ref, spool)
+            except uploads.UploadMissing as exc:
+                state, _ = await self._registry.value.get(doc.tenant, doc.doc_id)
+                if state and state.raw_sha256 == ref.sha256:
+                    await self._unchanged(doc, ref.size)
+                    return None
+                raise InvalidDocument(str(exc)) from None
+            except uploads.UploadMismatch as exc:
+                raise InvalidDocument(str(exc)) from None
+            return await self._parsers.prepare(pipeline.job(doc, path))
+
+    async def _unchanged(self, doc: documents_pb2.Document, size: int) -> None:
+        await publish_document_event(
+            self._js(),
+            document_event(
+                STAGE,
+                events_pb2.DOCUMENT_STATUS_UNCHANGED,
+                tenant=doc.tenant,
+                doc_id=doc.doc_id,
+                content_bytes=size,
+            ),
+        )
+
+    async def _index(
+        self,
+        doc: documents_pb2.Document,
+        prepared: PreparedDocument,
+        state: DocumentState | None,
+        revision: int,
+        ref: documents_pb2.ContentRef | None,
+    ) -> None:
         version = (state.version if state else 0) + 1
         prepared = await self._redactor.redact(doc, prepared)
         chunked = await asyncio.to_thread(self._pipeline.value.chunk, doc, prepared, version)
+        _check_fits_the_bus(chunked)
         await self._publish(chunked)
-        await registry.put(
-            DocumentState(doc.tenant, doc.doc_id, version, prepared.content_hash), revision
+        raw_sha256 = ref.sha256 if ref else ""
+        await self._registry.value.put(
+            DocumentState(
+                doc.tenant, doc.doc_id, version, prepared.content_hash, False, raw_sha256
+            ),
+            revision,
         )
         metrics.CHUNKS.labels(STAGE).inc(len(chunked.chunks))
         log.info(
@@ -142,6 +211,13 @@ class IngestHandler:
             version=version,
             chunks=len(chunked.chunks),
         )
+        if prepared.parsed.warnings:  # e.g. scanned PDF pages OCR'd, or not indexed
+            log.warning(
+                "document.incomplete",
+                tenant=doc.tenant,
+                doc_id=doc.doc_id,
+                warnings=list(prepared.parsed.warnings),
+            )
 
     async def _delete(self, delivery: Delivery) -> None:
         request = decode(delivery.data, delivery.headers, documents_pb2.DeleteDocument)
@@ -171,10 +247,32 @@ class IngestHandler:
         await self._js().publish(DOCS_CHUNKED, chunked.SerializeToString(), headers=headers)
 
 
-class IngestionServicer(ingestion_pb2_grpc.IngestionServicer):
-    """gRPC front door: checks ids and sizes, then publishes to the same JetStream subjects."""
+# What embedding adds per chunk: a 384-dimension float32 vector and its framing.
+_VECTOR_BYTES_PER_CHUNK = 384 * 4 + 16
 
-    def __init__(self, js: Callable[[], JetStreamContext], max_document_bytes: int) -> None:
+
+def _check_fits_the_bus(chunked: documents_pb2.ChunkedDocument) -> None:
+    """Refuse a document whose chunks (with their vectors, once embedded) would not fit one
+    bus message, with the figures, rather than failing on every stage's retry."""
+    size = chunked.ByteSize() + len(chunked.chunks) * _VECTOR_BYTES_PER_CHUNK
+    if size > MAX_MESSAGE_BYTES:
+        raise DocumentTooLarge(
+            f"its {len(chunked.chunks)} chunks are about {size // 2**20} MiB once embedded; "
+            f"a bus message carries {MAX_MESSAGE_BYTES // 2**20} MiB: split the document"
+        )
+
+
+class IngestionServicer(DocumentQueries, ingestion_pb2_grpc.IngestionServicer):
+    """gRPC front door: checks ids and sizes, then publishes to the same JetStream subjects;
+    answers what is in the index from the catalog."""
+
+    def __init__(
+        self,
+        js: Callable[[], JetStreamContext],
+        max_document_bytes: int,
+        catalog: Loaded[DocumentCatalog],
+    ) -> None:
+        super().__init__(catalog)
         self._js = js
         self._max_bytes = max_document_bytes
 
@@ -188,15 +286,16 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServicer):
                 doc_id=doc.doc_id,
                 collection=doc.collection or DEFAULT,
             )
-            if len(doc.content) > self._max_bytes:
+            size = doc.content_ref.size if doc.HasField("content_ref") else len(doc.content)
+            if size > self._max_bytes:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"document {doc.doc_id!r} is {len(doc.content)} bytes; "
-                    f"the limit is {self._max_bytes}",
+                    f"document {doc.doc_id!r} is {size} bytes; the limit is {self._max_bytes} "
+                    "(LLMOPS_MAX_DOCUMENT_BYTES)",
                 )
-        await self._publish_all(
-            context, DOCS_INGEST, [d.SerializeToString() for d in request.documents]
-        )
+        async with _publishing(context):
+            for doc in request.documents:
+                await uploads.publish_document(self._js(), doc, headers=inject())
         return ingestion_pb2.IngestResponse(doc_ids=[d.doc_id for d in request.documents])
 
     async def Delete(
@@ -205,23 +304,22 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServicer):
         await _refuse_ids(context, tenant=request.tenant or DEFAULT)
         for doc_id in request.doc_ids:
             await _refuse_ids(context, doc_id=doc_id)
-        payloads = [
-            documents_pb2.DeleteDocument(tenant=request.tenant, doc_id=d).SerializeToString()
-            for d in request.doc_ids
-        ]
-        await self._publish_all(context, DOCS_DELETE, payloads)
+        headers = {**inject(), CONTENT_TYPE: PROTOBUF}
+        async with _publishing(context):
+            for doc_id in request.doc_ids:
+                message = documents_pb2.DeleteDocument(tenant=request.tenant, doc_id=doc_id)
+                await self._js().publish(DOCS_DELETE, message.SerializeToString(), headers=headers)
         return ingestion_pb2.DeleteResponse()
 
-    async def _publish_all(
-        self, context: grpc.aio.ServicerContext, subject: str, payloads: list[bytes]
-    ) -> None:
-        headers = {**inject(), CONTENT_TYPE: PROTOBUF}
-        try:
-            for payload in payloads:
-                await self._js().publish(subject, payload, headers=headers)
-        except Exception as exc:
-            log.error("ingest.publish_failed", error=str(exc))
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot publish to NATS: {exc}")
+
+@contextlib.asynccontextmanager
+async def _publishing(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """A publish that fails is UNAVAILABLE for the caller (NATS down), never a crash."""
+    try:
+        yield
+    except Exception as exc:
+        log.error("ingest.publish_failed", error=str(exc))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot publish to NATS: {exc}")
 
 
 async def _refuse_ids(context: grpc.aio.ServicerContext, **ids: str) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from ingestion.errors import DocumentTooLarge
 
 
-def check_size(content: bytes, max_bytes: int) -> None:
-    """Refuse content over `max_bytes`.
+def check_size(size: int, max_bytes: int) -> None:
+    """Refuse content of `size` bytes when over `max_bytes` (LLMOPS_MAX_DOCUMENT_BYTES).
 
     Checked first so an oversized upload costs nothing but its length; the
     message carries both numbers so the publisher knows by how much it is over.
     """
-    if len(content) > max_bytes:
-        raise DocumentTooLarge(f"content is {len(content)} bytes; the limit is {max_bytes} bytes")
+    if size > max_bytes:
+        raise DocumentTooLarge(
+            f"content is {size} bytes; the limit is {max_bytes} bytes (LLMOPS_MAX_DOCUMENT_BYTES)"
+        )

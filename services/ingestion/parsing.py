@@ -21,13 +21,13 @@ import codecs
 import io
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
-from pypdf import PasswordType, PdfReader
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from ingestion import jsondoc, mail, office, tables
+from ingestion import jsondoc, mail, office, pdf, tables
 from ingestion.errors import EmptyDocument, UnparseableDocument
 from ingestion.formats import Format
 from ingestion.sections import (
@@ -37,20 +37,32 @@ from ingestion.sections import (
     clean_code,
     clean_text,
     decode_utf8,
-    normalise,
     one_line,
-    refuse_unreadable,
     unify_line_breaks,
 )
 
-__all__ = ["ParsedDocument", "Section", "clean_code", "clean_text", "parse"]
+__all__ = ["ParsedDocument", "Section", "clean_code", "clean_text", "parse", "parse_file"]
 
 
 def parse(content: bytes, fmt: Format) -> ParsedDocument:
     """Parse and clean `content`; raise EmptyDocument when nothing indexable is left."""
     if not content.strip():
         raise EmptyDocument("content is empty")
-    parsed = _PARSERS[fmt](content)
+    return _checked(_PARSERS[fmt](content), fmt)
+
+
+def parse_file(path: Path, fmt: Format) -> ParsedDocument:
+    """Parse a spooled file: a PDF is read page by page from disk (a 200 MB PDF never sits
+    in memory whole); the other formats are read whole, under the worker's memory cap."""
+    if fmt is not Format.PDF:
+        return parse(path.read_bytes(), fmt)
+    if path.stat().st_size == 0:
+        raise EmptyDocument("content is empty")
+    with path.open("rb") as stream:
+        return _checked(pdf.parse_pdf(stream), fmt)
+
+
+def _checked(parsed: ParsedDocument, fmt: Format) -> ParsedDocument:
     if not parsed.sections:
         raise EmptyDocument(f"no text left after parsing the {fmt.name} content and cleaning it")
     return parsed
@@ -272,43 +284,11 @@ def _decode_html(content: bytes) -> str:
         raise UnparseableDocument(f"HTML does not decode as its {charset}: {exc}") from None
 
 
-# --- PDF -----------------------------------------------------------------------
-
-# A word broken across lines by a hyphen: "hyphen-\nation" -> "hyphenation".
-# Only before a lowercase letter, so "e-\nMail" and "1998-\n2004" stay intact.
-_LINE_END_HYPHEN = re.compile(r"(?<=[^\W\d_])-\n(?=[a-zà-öø-ÿ])")
-
-
-def _parse_pdf(content: bytes) -> ParsedDocument:
-    """One section per page, headed "Page N", so a chunk can be cited by page."""
-    pages, title = refuse_unreadable("PDF", lambda: _read_pdf(content))
-    sections = SectionBuilder()
-    for number, page_text in enumerate(pages, start=1):
-        sections.heading(1, f"Page {number}")
-        sections.add(clean_text(_LINE_END_HYPHEN.sub("", normalise(page_text))))
-    found = sections.finish()
-    if not found:
-        raise EmptyDocument(
-            f"PDF has {len(pages)} page(s) but no extractable text (scanned images need OCR)"
-        )
-    return ParsedDocument(title, found)
-
-
-def _read_pdf(content: bytes) -> tuple[list[str], str]:
-    """Each page's text, and the title from the document information."""
-    reader = PdfReader(io.BytesIO(content))
-    if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
-        raise UnparseableDocument("PDF is encrypted with a password")
-    pages = [page.extract_text() for page in reader.pages]
-    metadata = reader.metadata
-    return pages, one_line(metadata.title or "") if metadata is not None else ""
-
-
 _PARSERS: dict[Format, Callable[[bytes], ParsedDocument]] = {
     Format.TEXT: _parse_text,
     Format.MARKDOWN: _parse_markdown,
     Format.HTML: _parse_html,
-    Format.PDF: _parse_pdf,
+    Format.PDF: lambda content: pdf.parse_pdf(io.BytesIO(content)),
     Format.DOCX: office.parse_docx,
     Format.PPTX: office.parse_pptx,
     Format.XLSX: tables.parse_xlsx,

@@ -1,8 +1,8 @@
 """From a published Document to a ChunkedDocument: the CPU-bound part of ingestion.
 
 Split in two so the registry check sits between them: `prepare` (size check,
-format detection, parsing, cleaning, hashing) and `chunk` (only for content
-that actually changed).
+format detection, parsing, cleaning, hashing; the service runs it in a worker
+process, ingestion.worker) and `chunk` (only for content that actually changed).
 """
 
 from __future__ import annotations
@@ -16,14 +16,53 @@ from ingestion.chunking import Chunker
 from ingestion.formats import detect_format
 from ingestion.hashing import chunk_id, content_hash
 from ingestion.limits import check_size
-from ingestion.parsing import ParsedDocument, parse
+from ingestion.parsing import ParsedDocument, parse, parse_file
 from llmops.v1 import documents_pb2
+
+_SNIFF_HEAD_BYTES = 64 * 1024
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 @dataclass(frozen=True)
 class PreparedDocument:
     parsed: ParsedDocument
     content_hash: str
+
+
+@dataclass(frozen=True)
+class ParseJob:
+    """One document to parse: its bytes, or a spooled file's path (a large upload)."""
+
+    format_value: int
+    content_type: str
+    source: str
+    max_bytes: int
+    content: bytes = b""
+    path: str = ""
+
+    def describe(self) -> str:
+        return repr(self.source) if self.source else "the document"
+
+
+def prepare(job: ParseJob) -> PreparedDocument:
+    """Size check, format detection, parsing, cleaning, hashing: picklable in and out, so
+    a worker process can run it."""
+    if not job.path:
+        check_size(len(job.content), job.max_bytes)
+        fmt = detect_format(job.format_value, job.content_type, job.source, job.content)
+        return _prepared(parse(job.content, fmt))
+    path = Path(job.path)
+    check_size(path.stat().st_size, job.max_bytes)
+    with path.open("rb") as spooled:
+        head = spooled.read(_SNIFF_HEAD_BYTES)
+    # An Office file is told by its zip directory, at the end of the file.
+    sniffed = path.read_bytes() if head.startswith(_ZIP_MAGIC) else head
+    fmt = detect_format(job.format_value, job.content_type, job.source, sniffed)
+    return _prepared(parse_file(path, fmt))
+
+
+def _prepared(parsed: ParsedDocument) -> PreparedDocument:
+    return PreparedDocument(parsed, content_hash(parsed))
 
 
 class DocumentPipeline:
@@ -36,11 +75,20 @@ class DocumentPipeline:
         self._chunker = Chunker(tokenizer, max_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
         self._max_bytes = max_bytes
 
+    def job(self, doc: documents_pb2.Document, path: Path | None = None) -> ParseJob:
+        """What a parser needs of `doc`; `path` holds its bytes when they came by reference."""
+        return ParseJob(
+            int(doc.format),
+            doc.content_type,
+            doc.source,
+            self._max_bytes,
+            content=b"" if path else doc.content,
+            path=str(path or ""),
+        )
+
     def prepare(self, doc: documents_pb2.Document) -> PreparedDocument:
-        check_size(doc.content, self._max_bytes)
-        fmt = detect_format(int(doc.format), doc.content_type, doc.source, doc.content)
-        parsed = parse(doc.content, fmt)
-        return PreparedDocument(parsed, content_hash(parsed))
+        """In this process (tests, benchmarks); the service parses in ingestion.worker."""
+        return prepare(self.job(doc))
 
     def chunk(
         self, doc: documents_pb2.Document, prepared: PreparedDocument, version: int

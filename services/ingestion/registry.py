@@ -22,6 +22,7 @@ class DocumentState:
     version: int
     content_hash: str
     deleted: bool = False
+    raw_sha256: str = ""  # of the uploaded bytes, for documents that came by reference
 
 
 class VersionConflict(Exception):

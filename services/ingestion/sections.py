@@ -42,11 +42,17 @@ class Attachment:
 
 @dataclass(frozen=True, slots=True)
 class ParsedDocument:
-    """A document's title ("" if it has none), its non-empty sections, in order, and attachments."""
+    """A document's title ("" if it has none), its non-empty sections, in order, and attachments.
+
+    `warnings` name what was indexed in an unusual way or left out (a PDF's
+    scanned pages OCR'd, or not indexed without OCR), so the sender can learn
+    that an indexed document is incomplete.
+    """
 
     title: str
     sections: list[Section]
     attachments: list[Attachment] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
 
 
 T = TypeVar("T")
@@ -121,10 +127,12 @@ def refuse_unreadable(name: str, read: Callable[[], T]) -> T:
     Parsing libraries raise many exception types on damaged files (zip, XML,
     missing parts, bad numbers); all mean the same thing for the sender, and
     an unexpected one must dead-letter the document, never crash the stage.
+    MemoryError passes through: the parser process's cap was reached, which the
+    worker reports as such.
     """
     try:
         return read()
-    except IngestionError:
+    except (IngestionError, MemoryError):
         raise
     except Exception as exc:
         raise UnparseableDocument(f"not a readable {name}: {type(exc).__name__}: {exc}") from None

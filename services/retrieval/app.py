@@ -47,7 +47,14 @@ def create_app(settings: RetrievalSettings) -> ServiceApp:
     tasks: list[asyncio.Task[None]] = []
 
     async def open_the_store() -> None:
-        store.set(open_store(settings.data_dir, settings.qdrant_url, settings.qdrant_api_key))
+        store.set(
+            open_store(
+                settings.data_dir,
+                settings.qdrant_url,
+                settings.qdrant_api_key,
+                fusion=settings.hybrid_fusion,
+            )
+        )
         optimizer.optimize()  # what a previous run indexed but did not optimise yet
         tasks.append(asyncio.create_task(optimizer.run()))
         answers.set(

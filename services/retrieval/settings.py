@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from llmops.settings import CommonSettings
+from retrieval.store.points import DEFAULT_FUSION, Fusion
 
 
 class RetrievalSettings(CommonSettings):
@@ -12,6 +13,10 @@ class RetrievalSettings(CommonSettings):
     qdrant_api_key: str | None = None
     search_default_k: int = 5
     search_max_k: int = 1000
+    hybrid_fusion: Fusion = Field(
+        DEFAULT_FUSION,
+        description="how hybrid search merges dense and BM25: dbsf (scores) or rrf (ranks)",
+    )
     query_timeout_s: float = Field(5.0, description="deadline for embedding a query")
     index_batch_size: int = 64
     optimize_after_chunks: int = Field(1000, description="changed chunks before an optimise")

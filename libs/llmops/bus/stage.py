@@ -209,6 +209,10 @@ class Stage:
     async def process(self, msgs: list[Msg]) -> None:
         """Handle one batch and settle every message in it (never raises)."""
         started = time.perf_counter()
+        replayed = self.consumer.replay_prefix + "."
+        for m in msgs:  # a replayed dead letter is handled as from the subject it first came on
+            if m.subject.startswith(replayed):
+                m.subject = m.subject[len(replayed) :]
         batch = [Delivery(m) for m in msgs]
         heartbeat = asyncio.create_task(self._keep_alive(batch))
         try:

@@ -38,6 +38,8 @@ BUDGET_EVENTS = f"{EVENTS}.budget"  # BudgetAlertEvent: a budget threshold cross
 EVAL_RUN_EVENTS = f"{EVENTS}.eval_run"  # EvalRunEvent: an offline run started or ended
 DRIFT_EVENTS = f"{EVENTS}.drift"  # DriftEvent: one drift check's outcome (evaluation)
 DLQ = "llmops.dlq"  # .<stage>
+# .<stream>.<durable>.<original subject>: a replayed dead letter, for its one consumer only
+REPLAY = "llmops.replay"
 
 
 def dlq_subject(stage: str) -> str:
@@ -65,11 +67,16 @@ class Stream:
     max_age_s: float  # 0 = forever
     description: str
 
+    @property
+    def replay_subjects(self) -> str:
+        """Replayed dead letters of this stream's consumers (`Consumer.replay_subject`)."""
+        return f"{REPLAY}.{self.name.lower()}.>"
+
     def config(self, replicas: int) -> StreamConfig:
         return StreamConfig(
             name=self.name,
             description=self.description,
-            subjects=list(self.subjects),
+            subjects=[*self.subjects, self.replay_subjects],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             discard=DiscardPolicy.OLD,
@@ -114,6 +121,15 @@ class Consumer:
     filter_subject: str
     max_ack_pending: int = 20_000
 
+    @property
+    def replay_prefix(self) -> str:
+        return f"{REPLAY}.{self.stream.name.lower()}.{self.durable}"
+
+    def replay_subject(self, subject: str) -> str:
+        """Where a dead letter this consumer took from `subject` is replayed: other
+        consumers of the stream that filter on `subject` too never see it again."""
+        return f"{self.replay_prefix}.{subject}"
+
     def config(self, ack_wait_s: float) -> ConsumerConfig:
         return ConsumerConfig(
             durable_name=self.durable,
@@ -122,7 +138,7 @@ class Consumer:
             ack_wait=ack_wait_s,
             max_deliver=-1,
             max_ack_pending=self.max_ack_pending,
-            filter_subject=self.filter_subject,
+            filter_subjects=[self.filter_subject, f"{self.replay_prefix}.>"],
         )
 
 
@@ -138,6 +154,8 @@ METERING_CONSUMER = Consumer(
 )
 # Evaluation samples interactions to score online and watches their questions for drift.
 EVALUATION_CONSUMER = Consumer(EVENTS_STREAM, "evaluation", INTERACTION_EVENTS)
+# Ingestion keeps its document catalog (what is indexed, per tenant) from the outcomes.
+CATALOG_CONSUMER = Consumer(EVENTS_STREAM, "catalog", f"{DOCUMENT_EVENTS}.>")
 
 # KV buckets -----------------------------------------------------------------
 DOCUMENT_REGISTRY_BUCKET = "llmops_documents"  # owned by ingestion: tenant.doc -> version, hash
@@ -151,6 +169,8 @@ BUDGETS_BUCKET = "llmops_budgets"  # tenant or key -> its budget (llmops.spend)
 GUARDRAIL_POLICIES_BUCKET = "llmops_guardrail_policies"  # tenant.name -> policy, every version
 PROMPTS_BUCKET = "llmops_prompts"  # tenant.name.v<N> -> a version; tenant.name.labels -> labels
 DATASETS_BUCKET = "llmops_datasets"  # object store: tenant/name/<digest> -> a golden dataset
+UPLOADS_BUCKET = "llmops_uploads"  # object store: documents too large for a bus message
+DOCUMENT_CATALOG_BUCKET = "llmops_doc_catalog"  # owned by ingestion: tenant.<doc hash> -> outcome
 GUARDRAIL_POLICY_HISTORY = 64  # versions kept per policy (the most NATS KV keeps)
 SPEND_MAX_AGE_S = 40 * 86400.0  # a month's counter outlives its month
 RATE_LIMIT_WINDOW_MAX_AGE_S = 180.0  # per-minute windows; older ones are no longer read
@@ -210,6 +230,10 @@ BUCKETS = (
         PROMPTS_BUCKET,
         "prompt templates: immutable versions and their labels (moves kept in the record)",
         history=GUARDRAIL_POLICY_HISTORY,
+    ),
+    Bucket(
+        DOCUMENT_CATALOG_BUCKET,
+        "ingestion's document catalog: each document's latest outcome, sizes and last error",
     ),
 )
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from llmops.bus.events import status_name
-from llmops.docclient import DocumentClient, document_from_file
+from llmops.docclient import DocumentClient, document_for_file
 from llmops.ids import refusals
 from llmops.v1 import events_pb2
 
@@ -41,15 +42,26 @@ def doc_id_for(path: Path) -> str:
     return Path(rel).as_posix() if not rel.startswith("..") else path.resolve().as_posix()
 
 
-async def run_ingest(
-    nats_url: str,
-    paths: list[Path],
-    tenant: str,
-    collection: str,
-    metadata: dict[str, str],
-    wait: bool,
-    timeout_s: float,
-) -> int:
+def _too_large(path: Path, max_bytes: int) -> dict[str, str]:
+    size = path.stat().st_size
+    if size <= max_bytes:
+        return {}
+    return {"size": f"{size} bytes; the limit is {max_bytes} (LLMOPS_MAX_DOCUMENT_BYTES)"}
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    tenant: str
+    collection: str
+    metadata: dict[str, str]
+    wait: bool
+    timeout_s: float
+    max_bytes: int  # LLMOPS_MAX_DOCUMENT_BYTES: refused here, before anything is uploaded
+    keep_upload: bool = False
+
+
+async def run_ingest(nats_url: str, paths: list[Path], options: IngestOptions) -> int:
+    o = options
     console = Console(stderr=True)
     files = collect(paths)
     if not files:
@@ -60,8 +72,9 @@ async def run_ingest(
         for path in files
         if (
             reasons := refusals(
-                tenant=tenant, doc_id=doc_id_for(path), collection=collection or "default"
+                tenant=o.tenant, doc_id=doc_id_for(path), collection=o.collection or "default"
             )
+            | _too_large(path, o.max_bytes)
         )
     }
     if refused:  # said here, before anything is published, not by a dead letter later
@@ -70,7 +83,7 @@ async def run_ingest(
         return 2
     client = await DocumentClient.connect(nats_url)
     try:
-        if wait:
+        if o.wait:
             await client.watch()
         columns = (
             TextColumn("{task.description}"),
@@ -81,15 +94,15 @@ async def run_ingest(
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("published", total=len(files))
             for path in files:
-                doc = document_from_file(path, doc_id_for(path), tenant, collection, metadata)
-                await client.publish(doc)
+                doc = document_for_file(path, doc_id_for(path), o.tenant, o.collection, o.metadata)
+                await client.publish(doc, file=path, keep=o.keep_upload)
                 progress.advance(task)
-            if not wait:
+            if not o.wait:
                 return 0
             done = progress.add_task("searchable", total=len(files))
             outcomes = await client.wait_for(
-                [(tenant, doc_id_for(p)) for p in files],
-                timeout_s,
+                [(o.tenant, doc_id_for(p)) for p in files],
+                o.timeout_s,
                 on_outcome=lambda _: progress.advance(done),
             )
     except TimeoutError as exc:

@@ -18,6 +18,8 @@ import click
 
 from llmops.settings import CommonSettings
 
+from .dlq import dlq
+from .docs import docs
 from .evaluation import datasets, eval_group
 from .guardrails import guardrails
 from .platform import PlatformState
@@ -47,6 +49,8 @@ cli.add_command(guardrails)
 cli.add_command(prompts)
 cli.add_command(datasets)
 cli.add_command(eval_group)
+cli.add_command(dlq)
+cli.add_command(docs)
 
 
 @cli.command()
@@ -99,6 +103,9 @@ def status(as_json: bool) -> None:
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="metadata on every document")
 @click.option("--wait", is_flag=True, help="return when searchable; non-zero if any failed")
 @click.option("--timeout", default=600.0, show_default=True, help="seconds --wait waits")
+@click.option(
+    "--keep-upload", is_flag=True, help="keep a large file's upload in the object store after"
+)
 def ingest(
     paths: tuple[Path, ...],
     tenant: str,
@@ -106,16 +113,17 @@ def ingest(
     meta: tuple[str, ...],
     wait: bool,
     timeout: float,
+    keep_upload: bool,
 ) -> None:
-    """Publish files or folders (text, Markdown, HTML, PDF) to the ingestion subject."""
-    from .ingest import run_ingest
+    """Publish files or folders to the ingestion subject (files over 8 MiB by upload)."""
+    from .ingest import IngestOptions, run_ingest
 
     settings = _settings()
     state = _running_state(settings)
-    metadata = _pairs(meta)
-    code = asyncio.run(
-        run_ingest(state.nats_url, list(paths), tenant, collection, metadata, wait, timeout)
+    options = IngestOptions(
+        tenant, collection, _pairs(meta), wait, timeout, settings.max_document_bytes, keep_upload
     )
+    code = asyncio.run(run_ingest(state.nats_url, list(paths), options))
     sys.exit(code)
 
 

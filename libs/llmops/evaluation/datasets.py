@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import ObjectMeta, StorageType
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.api import ObjectMeta
+from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
+from llmops.bus.objects import open_object_store
 from llmops.bus.topology import DATASETS_BUCKET
 
 DATASET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -170,16 +171,9 @@ class DatasetStore:
     @classmethod
     async def open(cls, js: JetStreamContext) -> DatasetStore:
         """The store, created on first use (file storage: datasets outlive restarts)."""
-        try:
-            return cls(await js.object_store(DATASETS_BUCKET))
-        except BucketNotFoundError:
-            return cls(
-                await js.create_object_store(
-                    DATASETS_BUCKET,
-                    description="golden datasets: tenant/name/version",
-                    storage=StorageType.FILE,
-                )
-            )
+        return cls(
+            await open_object_store(js, DATASETS_BUCKET, "golden datasets: tenant/name/version")
+        )
 
     async def push(
         self, tenant: str, name: str, items: list[DatasetItem], by: str

@@ -58,7 +58,7 @@ class SearchQuery:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """A ranked chunk; `score` is cosine, BM25 or RRF by mode, so compare only within one mode."""
+    """A ranked chunk; `score` is cosine, BM25 or fused by mode, so compare only within one mode."""
 
     chunk_id: str
     doc_id: str

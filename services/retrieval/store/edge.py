@@ -104,8 +104,11 @@ class EdgeStore:
     Use one instance per role: documents and cached answers each get a shard of their own.
     """
 
-    def __init__(self, path: Path, dim: int = 384) -> None:
+    def __init__(
+        self, path: Path, dim: int = 384, fusion: points.Fusion = points.DEFAULT_FUSION
+    ) -> None:
         self._dim = dim
+        self._fusion = fusion
         with store_errors(f"opening the Qdrant Edge shard at {path}"):
             if (path / "edge_config.json").exists():
                 self._shard = EdgeShard.load(str(path), _config(dim))
@@ -208,8 +211,7 @@ class EdgeStore:
                     Prefetch(pre, query=self._dense(query), filter=flt),
                     Prefetch(pre, query=self._sparse(query), filter=flt, params=self._idf(query)),
                 ],
-                # the 0.9.0 stub does not declare Fusion.Rrf a Fusion; the engine takes it
-                query=Fusion.Rrf(k=points.RRF_K),  # type: ignore[arg-type]
+                query=self._fused(),
                 filter=flt,
                 with_payload=True,
             )
@@ -223,6 +225,12 @@ class EdgeStore:
             records = self._shard.retrieve(ids, with_payload=True, with_vector=False)
         found = {str(r.id): r.payload or {} for r in records}
         return points.chunks_in_order(tenant, chunk_ids, found)
+
+    def _fused(self) -> Query:
+        # the 0.9.0 stub declares neither fusion a Query; the engine takes both
+        if self._fusion == "rrf":
+            return Fusion.Rrf(k=points.RRF_K)  # type: ignore[return-value]
+        return Fusion.Dbsf()  # type: ignore[return-value]
 
     @staticmethod
     def _dense(query: SearchQuery) -> Query:

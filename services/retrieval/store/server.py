@@ -73,11 +73,16 @@ class QdrantServerStore:
     """
 
     def __init__(
-        self, client: QdrantClient, collection: str = "llmops_chunks", dim: int = 384
+        self,
+        client: QdrantClient,
+        collection: str = "llmops_chunks",
+        dim: int = 384,
+        fusion: points.Fusion = points.DEFAULT_FUSION,
     ) -> None:
         self._client = client
         self._collection = collection
         self._dim = dim
+        self._fusion = fusion
         with store_errors(f"preparing Qdrant collection {collection}"):
             self._ensure_collection()
 
@@ -232,12 +237,17 @@ class QdrantServerStore:
                             limit=pre,
                         ),
                     ],
-                    query=models.RrfQuery(rrf=models.Rrf(k=points.RRF_K)),
+                    query=self._fused(),
                     query_filter=flt,
                     limit=query.top_k,
                     with_payload=True,
                 )
         return [points.hit(str(p.id), p.score, p.payload or {}) for p in found.points]
+
+    def _fused(self) -> models.RrfQuery | models.FusionQuery:
+        if self._fusion == "rrf":
+            return models.RrfQuery(rrf=models.Rrf(k=points.RRF_K))
+        return models.FusionQuery(fusion=models.Fusion.DBSF)
 
     def get_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> list[Hit]:
         ids: list[models.ExtendedPointId] = list(points.point_ids(chunk_ids))

@@ -19,6 +19,8 @@ from pathlib import Path
 import docx
 import openpyxl
 import pptx
+from fpdf import FPDF
+from PIL import Image, ImageDraw, ImageFont
 from pptx.util import Inches
 
 HERE = Path(__file__).parent
@@ -172,6 +174,52 @@ def main() -> None:
     (HERE / "coffee-prices.csv").write_bytes(coffee_csv())
     write_json(HERE / "release-notes.json")
     write_eml(HERE / "grinder-repair.eml")
+    write_scanned_pdfs()
+
+
+# --- scanned PDFs (OCR) --------------------------------------------------------
+
+DELIVERY_NOTE = [
+    "Delivery note 4471",
+    "Twelve oak pallets arrived at the",
+    "Antwerp depot on Tuesday morning.",
+    "The forklift battery needs replacing.",
+]
+INSPECTION = [
+    "Scaffolding inspection",
+    "Inspector Marta Kowalczyk approved",
+    "the scaffolding on level three.",
+]
+
+
+def scanned_page(lines: list[str]) -> Image.Image:
+    """An A4 page at 150 dpi as a scanner returns it: a grey image, no text layer."""
+    page = Image.new("L", (1240, 1754), 250)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=34)  # Pillow's own font: the same on every machine
+    for row, line in enumerate(lines):
+        draw.text((120, 150 + 44 * row), line, fill=20, font=font)
+    return page
+
+
+def write_scanned_pdfs() -> None:
+    """An image-only PDF (Pillow, as scanners write them) and one with a text and a scanned page."""
+    scanned_page(DELIVERY_NOTE).save(
+        HERE / "scanned-delivery-note.pdf",
+        resolution=150.0,
+        title="Delivery note 4471",
+        creationDate=WHEN.timetuple(),
+        modDate=WHEN.timetuple(),
+    )
+    mixed = FPDF()
+    mixed.set_title("Site report")
+    mixed.set_creation_date(WHEN)
+    mixed.set_font("Helvetica", size=12)
+    mixed.add_page()
+    mixed.multi_cell(0, 8, "Site report: the crane on the north side was serviced on Monday.")
+    mixed.add_page()
+    mixed.image(scanned_page(INSPECTION), x=0, y=0, w=mixed.w, h=mixed.h)
+    mixed.output(str(HERE / "mixed-text-and-scan.pdf"))
 
 
 if __name__ == "__main__":
