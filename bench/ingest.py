@@ -1,6 +1,7 @@
 """Ingestion throughput: publish -> searchable, beside the raw embedding model, in one run.
 
     .venv/bin/python bench/ingest.py [--docs 2000]
+    .venv/bin/python bench/ingest.py --large-pdf-mb 200     # one large PDF instead
 
 1. Raw encoder: the documents are chunked exactly as ingestion chunks them and
    the chunks are embedded by the same ONNX model, variant and batch size the
@@ -11,6 +12,12 @@
 
 The ratio pipeline/raw (chunks/s) is the figure that matters (aim >= 0.8).
 Documents are SciFact abstracts (bench/data/scifact), real scientific prose.
+
+`--large-pdf-mb N`: one PDF of N MB (a page of text and an image per 200 KB,
+tests/largepdf.py) goes as `llmops ingest` sends it (uploaded to the object
+store, read from disk in blocks) through the platform; the figures are its
+upload time, publish -> searchable, and the peak memory of the ingestion
+process and of its parser worker beside the file's size.
 """
 
 from __future__ import annotations
@@ -27,12 +34,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procs import tree  # noqa: E402
+from tests.largepdf import write_large_pdf  # noqa: E402
 from tests.support import run_platform  # noqa: E402
 
 from embedding.settings import EmbeddingSettings  # noqa: E402
 from ingestion.pipeline import DocumentPipeline  # noqa: E402
 from ingestion.settings import IngestionSettings  # noqa: E402
-from llmops.docclient import DocumentClient  # noqa: E402
+from llmops.docclient import DocumentClient, document_for_file  # noqa: E402
 from llmops.encoder.onnx import OnnxEncoder  # noqa: E402
 from llmops.v1 import documents_pb2, events_pb2  # noqa: E402
 
@@ -115,11 +124,85 @@ async def through_platform(docs: list[documents_pb2.Document], nats_url: str) ->
     return elapsed, sum(e.chunks for e in outcomes.values())
 
 
+_PAGE_BYTES = 200 * 1024  # each page: a few lines of text and an image of this size
+
+
+def _peak_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+async def large_pdf(path: Path, nats_url: str, ingestion_pid: int) -> dict[str, float]:
+    """Upload and ingest one large PDF; its times and the ingestion tree's peak memory."""
+    client = await DocumentClient.connect(nats_url)
+    await client.watch()
+    worker_peak_kb = 0
+    stop = asyncio.Event()
+
+    async def watch_workers() -> None:  # the parser workers come and go: sample their RSS
+        nonlocal worker_peak_kb
+        while not stop.is_set():
+            for pid in tree(ingestion_pid)[1:]:
+                try:
+                    worker_peak_kb = max(worker_peak_kb, _peak_kb(pid, "VmHWM:"))
+                except OSError:
+                    continue
+            await asyncio.sleep(0.1)
+
+    sampler = asyncio.create_task(watch_workers())
+    baseline_kb = _peak_kb(ingestion_pid, "VmHWM:")
+    try:
+        doc = document_for_file(path, path.name, TENANT, "default", {})
+        started = time.perf_counter()
+        await client.publish(doc, file=path)
+        uploaded = time.perf_counter()
+        [event] = (await client.wait_for([(TENANT, path.name)], timeout_s=3600)).values()
+        done = time.perf_counter()
+    finally:
+        stop.set()
+        await sampler
+        await client.close()
+    if event.status != events_pb2.DOCUMENT_STATUS_INDEXED:
+        raise SystemExit(f"not indexed: {event.reason}")
+    return {
+        "upload_s": uploaded - started,
+        "searchable_s": done - started,
+        "chunks": event.chunks,
+        "ingestion_peak_rss_mb_before": baseline_kb / 1024,
+        "ingestion_peak_rss_mb": _peak_kb(ingestion_pid, "VmHWM:") / 1024,
+        "parser_worker_peak_rss_mb": worker_peak_kb / 1024,
+    }
+
+
+def run_large_pdf(megabytes: int, out: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"report-{megabytes}mb.pdf"
+        pages = max(1, megabytes * 1024 * 1024 // _PAGE_BYTES)
+        size = write_large_pdf(path, pages=pages, image_bytes_per_page=_PAGE_BYTES)
+        print(f"a {size / 2**20:.0f} MiB PDF of {pages} pages; llmops up (Triton off)...")
+        limits = {"LLMOPS_MAX_DOCUMENT_BYTES": str(size + 2**20)}
+        with run_platform(Path(tmp) / "data", triton=False, extra_env=limits) as p:
+            figures = asyncio.run(large_pdf(path, p.nats_url, p.pid("ingestion")))
+    figures |= {"file_mb": size / 2**20, "pages": pages}
+    for name, value in figures.items():
+        print(f"{name:32}{value:>10.1f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=2000)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest.json")
+    parser.add_argument("--large-pdf-mb", type=int, default=0, help="one PDF of this size")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    results = ROOT / "bench" / "results"
+    if args.large_pdf_mb:
+        run_large_pdf(args.large_pdf_mb, args.out or results / "ingest-large-pdf.json")
+        return
+    args.out = args.out or results / "ingest.json"
     docs = load_documents(args.docs)
     print(f"{len(docs)} SciFact documents, {sum(len(d.content) for d in docs) / 1e6:.1f} MB")
 

@@ -139,7 +139,7 @@ class IngestHandler:
             log.info(
                 "document.unchanged", tenant=doc.tenant, doc_id=doc.doc_id, version=state.version
             )
-            await self._unchanged(doc, size)
+            await self._unchanged(doc, size, state.version)
         else:
             await self._index(doc, prepared, state, revision, ref)
         if ref and not ref.keep:
@@ -164,23 +164,24 @@ class IngestHandler:
             except uploads.UploadMissing as exc:
                 state, _ = await self._registry.value.get(doc.tenant, doc.doc_id)
                 if state and state.raw_sha256 == ref.sha256:
-                    await self._unchanged(doc, ref.size)
+                    await self._unchanged(doc, ref.size, state.version)
                     return None
                 raise InvalidDocument(str(exc)) from None
             except uploads.UploadMismatch as exc:
                 raise InvalidDocument(str(exc)) from None
             return await self._parsers.prepare(pipeline.job(doc, path))
 
-    async def _unchanged(self, doc: documents_pb2.Document, size: int) -> None:
+    async def _unchanged(self, doc: documents_pb2.Document, size: int, version: int) -> None:
+        same = documents_pb2.ChunkedDocument(
+            tenant=doc.tenant,
+            doc_id=doc.doc_id,
+            collection=doc.collection,
+            source=doc.source,
+            version=version,
+        )
         await publish_document_event(
             self._js(),
-            document_event(
-                STAGE,
-                events_pb2.DOCUMENT_STATUS_UNCHANGED,
-                tenant=doc.tenant,
-                doc_id=doc.doc_id,
-                content_bytes=size,
-            ),
+            document_event(STAGE, events_pb2.DOCUMENT_STATUS_UNCHANGED, same, content_bytes=size),
         )
 
     async def _index(
@@ -194,6 +195,7 @@ class IngestHandler:
         version = (state.version if state else 0) + 1
         prepared = await self._redactor.redact(doc, prepared)
         chunked = await asyncio.to_thread(self._pipeline.value.chunk, doc, prepared, version)
+        chunked.content_bytes = ref.size if ref else len(doc.content)
         _check_fits_the_bus(chunked)
         await self._publish(chunked)
         raw_sha256 = ref.sha256 if ref else ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -29,18 +29,6 @@ BAD_DOC = documents_pb2.Document(
 ).SerializeToString()
 
 Cli = Callable[..., Awaitable[Result]]
-
-
-@pytest.fixture(scope="module")
-async def ingestion(
-    nats_url: str, js: JetStreamContext, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[ServiceProcess]:
-    service = ServiceProcess("ingestion", nats_url, tmp_path_factory.mktemp("ingestion"))
-    service.start()
-    await service.wait_healthy()
-    yield service
-    service.stop()
-    await service.close()
 
 
 @pytest.fixture(scope="module")

@@ -61,18 +61,6 @@ async def _first(found: Callable[[], list[T]]) -> T:
 
 
 @pytest.fixture(scope="module")
-async def ingestion(
-    nats_url: str, js: JetStreamContext, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[ServiceProcess]:
-    service = ServiceProcess("ingestion", nats_url, tmp_path_factory.mktemp("ingestion"))
-    service.start()
-    await service.wait_healthy()
-    yield service
-    service.stop()
-    await service.close()
-
-
-@pytest.fixture(scope="module")
 async def analytics(
     nats_url: str, js: JetStreamContext, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[AnalyticsProcess]:

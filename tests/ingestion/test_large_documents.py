@@ -12,6 +12,7 @@ dead-lettered "gave up after N s" / "over N MB" without stalling the next one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import signal
@@ -168,6 +169,20 @@ async def test_a_file_over_the_bus_limit_goes_by_upload_and_is_searchable(
     assert (hit.doc_id, hit.heading) == ("inspection.pdf", "Page 7")
     assert not await rig.object_exists(doc.content_ref)  # removed once ingested
     assert not list((rig.spool).rglob("upload-*"))  # and its spool file
+    # The catalog knows it with its raw size, carried from ingestion to the indexed event.
+    info = await _catalogued(rig, tenant)
+    assert (info.status, info.version, info.chunks, info.content_bytes) == (INDEXED, 1, 10, size)
+
+
+async def _catalogued(rig: Rig, tenant: str) -> ingestion_pb2.DocumentInfo:
+    request = ingestion_pb2.GetDocumentRequest(tenant=tenant, doc_id="inspection.pdf")
+    for _ in range(100):
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            info = await rig.grpc_ingest.GetDocument(request, timeout=10)
+            if info.status == INDEXED:
+                return info
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the catalog never showed the document indexed")
 
 
 async def test_keep_leaves_the_upload_and_grpc_ingest_uploads_on_its_own(

@@ -61,6 +61,7 @@ def document_event(
         event.version = doc.version
         event.source = doc.source
         event.collection = doc.collection
+        event.content_bytes = content_bytes or doc.content_bytes
     return event
 
 

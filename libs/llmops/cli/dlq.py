@@ -11,13 +11,12 @@ import asyncio
 import contextlib
 import hashlib
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import nats
 from google.protobuf.json_format import MessageToDict
 from nats.js import JetStreamContext
 
@@ -25,7 +24,7 @@ from llmops import deadletters
 from llmops.ids import UNKNOWN_TENANT
 from llmops.v1 import deadletters_pb2, events_pb2
 
-from .guardrails import _nats_url, _print_json, _print_rows, json_option
+from .guardrails import _jetstream, _print_json, _print_rows, json_option
 
 T = TypeVar("T")
 SHOWN_PAYLOAD_BYTES = 4096  # a longer (or binary) payload is shown by size and digest
@@ -33,15 +32,6 @@ REASON_CHARS = 200  # of a reason, on its one line of a list
 LIST_HEADER = (
     "id", "stage", "time", "tenant", "doc_id", "error_type", "reason", "deliveries", "payload_bytes"
 )  # fmt: skip
-
-
-@contextlib.asynccontextmanager
-async def _jetstream() -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(_nats_url(), name="llmops-cli")
-    try:
-        yield nc.jetstream()
-    finally:
-        await nc.close()
 
 
 def _run(work: Callable[[JetStreamContext], Awaitable[T]]) -> T:

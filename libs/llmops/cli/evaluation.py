@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -33,7 +33,7 @@ from llmops.grpcutil import channel
 from llmops.prompts.model import PromptError
 from llmops.settings import CommonSettings
 
-from .guardrails import _address, _nats_url, _print_json, _print_rows
+from .guardrails import _address, _jetstream, _print_json, _print_rows
 from .platform import PlatformState
 
 RUN_ITEMS_FAILED = 3  # `eval run` exit code when some items failed (the run still finished)
@@ -54,15 +54,6 @@ def _grpc(field: str, service: str) -> str:
 
 def _state_address(state: PlatformState, service: str) -> str:
     return state.grpc.get(service) or CommonSettings().service_addrs[service]
-
-
-@contextlib.asynccontextmanager
-async def _jetstream() -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(_nats_url(), name="llmops-cli")
-    try:
-        yield nc.jetstream()
-    finally:
-        await nc.close()
 
 
 def _metadata(key: str) -> tuple[tuple[str, str], ...]:

@@ -23,6 +23,7 @@ import click
 import grpc
 import nats
 from google.protobuf.json_format import MessageToDict
+from nats.js import JetStreamContext
 from rich.console import Console
 from rich.table import Table
 
@@ -60,12 +61,19 @@ def _nats_url() -> str:
 
 
 @contextlib.asynccontextmanager
-async def _store() -> AsyncIterator[PolicyStore]:
+async def _jetstream() -> AsyncIterator[JetStreamContext]:
+    """JetStream on the running platform's NATS, closed afterwards (shared by the CLI groups)."""
     nc = await nats.connect(_nats_url(), name="llmops-cli")
     try:
-        yield await PolicyStore.open(nc.jetstream())
+        yield nc.jetstream()
     finally:
         await nc.close()
+
+
+@contextlib.asynccontextmanager
+async def _store() -> AsyncIterator[PolicyStore]:
+    async with _jetstream() as js:
+        yield await PolicyStore.open(js)
 
 
 def _print_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
