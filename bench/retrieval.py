@@ -275,10 +275,10 @@ def report(
     for set_name, (queries, _) in sets.items():
         what = "SciFact test" if set_name == "test" else "SciFact train claims (tuning set)"
         print(f"\n{what}, {len(queries)} queries: nDCG@10 / Recall@100 over documents")
-        header = " | ".join(f"{n:<15}" for n in names)
+        header = " | ".join(f"{n:<13}" for n in names)
         extra = " | published, same model: nDCG@10, R@100" if set_name == "test" else ""
         print(f"{'mode':<8} | {header}{extra}")
-        print("-" * (11 + 18 * len(names) + len(extra)))
+        print("-" * (11 + 16 * len(names) + len(extra)))
         for mode in MODES:
             cells = " | ".join(
                 f"{phases[n][set_name][mode]['ndcg_at_10']:.3f} / "

@@ -93,6 +93,9 @@ async def rig(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
         "LLMOPS_PARSE_MEMORY_MB": str(PARSE_MEMORY_MB),
         "LLMOPS_SPOOL_DIR": str(spool),
         "LLMOPS_MAX_DELIVER": "2",
+        # A message the killed process held comes back after this (in-progress acks keep
+        # a long parse from being redelivered meanwhile).
+        "LLMOPS_ACK_WAIT_S": "5",
     }
     embedding = ServiceProcess("embedding", nats_url, data / "embedding", **env)
     services = [
