@@ -9,7 +9,8 @@ address-space limit (RLIMIT_AS) turns a runaway allocation into a MemoryError,
 the service itself never grows.
 
 Workers are spawned (not forked), so they import only the parsers, not the
-service's event loop, NATS client or tokenizer.
+service's event loop, NATS client or tokenizer. Small plain text (pipeline.harmless)
+skips the round trip: nothing in it can nest or inflate.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import resource
 import pebble
 
 from ingestion.errors import IngestionError
-from ingestion.pipeline import ParseJob, PreparedDocument, prepare
+from ingestion.pipeline import ParseJob, PreparedDocument, harmless, prepare
 
 _MB = 1024 * 1024
 
@@ -71,6 +72,8 @@ class ParserPool:
     async def prepare(self, job: ParseJob) -> PreparedDocument:
         if self._pool is None:
             raise RuntimeError("the parser pool is not started")
+        if harmless(job):
+            return prepare(job)
         future = self._pool.schedule(prepare, args=(job,), timeout=self._timeout_s)
         try:
             return await asyncio.wrap_future(future)
