@@ -249,14 +249,19 @@ async def query(
     return records_of(reply)
 
 
+_UNKNOWN_RUN_WAIT_S = 3.0
+
+
 async def load_run(
     stub: analytics_pb2_grpc.AnalyticsStub, key: str, run_id: str, wait_s: float = 30.0
 ) -> RunScores:
     """A finished run's scores from ClickHouse, waiting up to `wait_s` for the last rows
     (analytics inserts in batches, so a run that just ended may not be all there yet; the
-    run's row says how many evaluation rows it published)."""
+    run's row says how many evaluation rows it published). A run with no row at all is
+    given only a few seconds: its start was stored long before it could end."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
+    started = loop.time()
+    deadline = started + wait_s
     while True:
         runs = await query(stub, key, RUN_SQL, {"run_id": run_id})
         run = runs[0] if runs else None
@@ -264,7 +269,8 @@ async def load_run(
         complete = (
             run is not None and run["status"] != "running" and len(rows) >= int(run["evaluations"])
         )
-        if complete or loop.time() > deadline:
+        unknown = run is None and loop.time() > started + _UNKNOWN_RUN_WAIT_S
+        if complete or unknown or loop.time() > deadline:
             break
         await asyncio.sleep(0.5)
     if run is None:
