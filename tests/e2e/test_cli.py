@@ -6,6 +6,7 @@ import json
 import uuid
 from pathlib import Path
 
+from tests.conftest import MAX_DOCUMENT_BYTES
 from tests.support import Platform
 
 
@@ -69,3 +70,15 @@ def test_ingest_refuses_a_bad_tenant_before_publishing(platform: Platform, tmp_p
     result = platform.cli("ingest", str(doc), "--tenant", "../../etc")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "invalid tenant '../../etc'" in result.stderr
+
+
+def test_ingest_refuses_a_file_over_the_limit_before_uploading(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """The platform runs with LLMOPS_MAX_DOCUMENT_BYTES=1,000,000 (tests/conftest.py)."""
+    doc = tmp_path / "huge.txt"
+    doc.write_bytes(b"x" * (MAX_DOCUMENT_BYTES + 1))
+    result = platform.cli("ingest", str(doc), "--tenant", "cli-huge", "--wait", "--timeout", "5")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{MAX_DOCUMENT_BYTES + 1} bytes; the limit is {MAX_DOCUMENT_BYTES}" in result.stderr
+    assert "LLMOPS_MAX_DOCUMENT_BYTES" in result.stderr
