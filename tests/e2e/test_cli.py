@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -82,3 +83,11 @@ def test_ingest_refuses_a_file_over_the_limit_before_uploading(
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{MAX_DOCUMENT_BYTES + 1} bytes; the limit is {MAX_DOCUMENT_BYTES}" in result.stderr
     assert "LLMOPS_MAX_DOCUMENT_BYTES" in result.stderr
+
+
+def test_up_says_how_long_the_platform_and_each_component_took(platform: Platform) -> None:
+    log = platform.log()
+    assert re.search(r"llmops is up in \d+\.\d s", log), log[-2000:]
+    for name in ("NATS", "Triton", "gateway", "ingestion", "embedding"):
+        line = next(x for x in log.splitlines() if x.split("| ", 1)[-1].strip().startswith(name))
+        assert re.search(r"ready in \d+\.\d s\)", line), line

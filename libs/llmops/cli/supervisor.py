@@ -99,6 +99,7 @@ class Supervisor:
         self._on_change = on_change or (lambda: None)
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
+        self.ready_s: dict[str, float] = {}  # seconds from its start until healthy
 
     def pids(self) -> dict[str, int | None]:
         return {p.spec.name: p.pid for p in self.processes}
@@ -115,13 +116,15 @@ class Supervisor:
             await asyncio.gather(*(self._wait_healthy(p, timeout_s) for p in members))
 
     async def _wait_healthy(self, p: ManagedProcess, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
         while not await p.spec.probe():
             if p.process and p.process.returncode is not None and not p.spec.restart:
                 raise StartupError(f"{p.spec.name} exited with code {p.process.returncode}")
             if time.monotonic() > deadline:
                 raise StartupError(f"{p.spec.name} not healthy after {timeout_s:.0f}s")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05)
+        self.ready_s[p.spec.name] = time.monotonic() - started
 
     async def _watch(self, p: ManagedProcess) -> None:
         """Restart a process that exits on its own, with exponential backoff."""

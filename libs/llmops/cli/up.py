@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 
 from llmops.settings import CommonSettings
 
@@ -34,6 +35,7 @@ async def run_up(settings: CommonSettings, timeout_s: float) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     code = 0
+    began = time.monotonic()
     try:
         starting = asyncio.create_task(supervisor.start(groups, timeout_s))
         stopped = asyncio.create_task(stop.wait())
@@ -43,7 +45,7 @@ async def run_up(settings: CommonSettings, timeout_s: float) -> int:
             await ensure_local_key(settings.nats_url, data_dir)
             state.ready = True
             record()
-            _banner(settings, state)
+            _banner(settings, state, time.monotonic() - began, supervisor.ready_s)
             await stop.wait()
         else:
             starting.cancel()
@@ -58,16 +60,22 @@ async def run_up(settings: CommonSettings, timeout_s: float) -> int:
     return code
 
 
-def _banner(settings: CommonSettings, state: PlatformState) -> None:
+def _banner(
+    settings: CommonSettings, state: PlatformState, took_s: float, ready_s: dict[str, float]
+) -> None:
+    def ready(name: str) -> str:
+        return f", ready in {ready_s[name]:.1f} s" if name in ready_s else ""
+
     lines = [
         "",
-        "llmops is up",
-        f"  NATS        {settings.nats_url}  (monitor http://127.0.0.1:{settings.nats_monitor_port})",
+        f"llmops is up in {took_s:.1f} s",
+        f"  NATS        {settings.nats_url}  (monitor http://127.0.0.1:{settings.nats_monitor_port}"
+        f"{ready('nats')})",
     ]
     if state.triton_grpc:
-        lines.append(f"  Triton      {state.triton_grpc} (gRPC)")
+        lines.append(f"  Triton      {state.triton_grpc} (gRPC{ready('triton')})")
     for name in SERVICES:
-        lines.append(f"  {name:<11} {state.grpc[name]} (gRPC)")
+        lines.append(f"  {name:<11} {state.grpc[name]} (gRPC{ready(name)})")
     lines += [
         f"  OpenAI API  http://{settings.gateway_http_addr}/v1",
         f"  API key     {settings.data_dir.resolve() / 'api-key'} (tenant default)",
