@@ -10,7 +10,7 @@ claims, next to the published figures, and the 300 train claims of
 Before and after, side by side on one index: the platform first runs with the previous
 hybrid fusion (``LLMOPS_HYBRID_FUSION=rrf``), is stopped, and comes back on the same data
 dir with the shipped default (DBSF); dense and sparse do not depend on it and must agree.
-Search latency over gRPC at 1 and 8 concurrent clients is measured after.
+Search latency over gRPC at 1, 8 and 32 concurrent clients is measured after.
 
     .venv/bin/python bench/retrieval.py                        # full run, own platform
     .venv/bin/python bench/retrieval.py --limit-queries 20     # smoke run (~500 docs)
@@ -331,7 +331,7 @@ async def quality_and_latency(
     quality = await measure(address, sets, args.eval_k)
     lat = []
     test_queries = list(sets["test"][0].values())
-    for clients in (1, 8):
+    for clients in (1, 8, 32):
         print(f"latency: {clients} client(s), {args.rounds} round(s)", flush=True)
         lat.append(await latency(address, test_queries, clients, args.rounds, 10))
     return quality, lat
