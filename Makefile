@@ -27,10 +27,12 @@ setup: $(STAMP) proto $(MODEL_DIR)/llmops_model.json $(TINY_LLM_DIR)/tiny_llm.js
 tesseract:
 	@command -v tesseract >/dev/null && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get install -y -q --no-install-recommends tesseract-ocr >/dev/null || \
-		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends tesseract-ocr >/dev/null; }; \
+		apt-get install -y -q --no-install-recommends tesseract-ocr >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends tesseract-ocr >/dev/null; } || \
+		echo "make setup: could not install tesseract-ocr (apt-get failed): scanned PDFs will not be OCR'd" >&2; \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null && command -v apt-get >/dev/null; then \
-		sudo apt-get install -y -q --no-install-recommends tesseract-ocr >/dev/null; \
+		sudo apt-get install -y -q --no-install-recommends tesseract-ocr >/dev/null || \
+		echo "make setup: could not install tesseract-ocr (apt-get failed): scanned PDFs will not be OCR'd" >&2; \
 	else \
 		echo "make setup: install tesseract-ocr to OCR scanned PDFs (apt-get install tesseract-ocr)" >&2; \
 	fi
