@@ -19,7 +19,7 @@ import io
 from pathlib import Path
 
 from nats.js import JetStreamContext
-from nats.js.api import ObjectMeta
+from nats.js.api import ObjectInfo, ObjectMeta
 from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
@@ -59,9 +59,11 @@ def sha256_of(stream: io.BufferedIOBase) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _object_digest(hex_digest: str) -> str:
-    """The form NATS object info carries: `SHA-256=<base64url of the digest>`."""
-    return "SHA-256=" + base64.urlsafe_b64encode(bytes.fromhex(hex_digest)).decode()
+def _holds(info: ObjectInfo, sha256: str, size: int) -> bool:
+    """Whether the object is those bytes: its size, and its digest in the form NATS object
+    info carries it (`SHA-256=<base64url of the digest>`)."""
+    digest = "SHA-256=" + base64.urlsafe_b64encode(bytes.fromhex(sha256)).decode()
+    return info.size == size and (info.digest or "") == digest
 
 
 async def upload(
@@ -72,8 +74,7 @@ async def upload(
     name = f"{tenant}/{sha}"
     store = await _uploads(js)
     try:
-        info = await store.get_info(name)
-        present = info.size == size and (info.digest or "") == _object_digest(sha)
+        present = _holds(await store.get_info(name), sha, size)
     except NotFoundError:
         present = False
     if not present:
@@ -93,7 +94,7 @@ async def download(
     except NotFoundError as exc:
         bucket = ref.bucket or UPLOADS_BUCKET
         raise UploadMissing(f"object {ref.name!r} is not in bucket {bucket!r}") from exc
-    if info.size != ref.size or (info.digest or "") != _object_digest(ref.sha256):
+    if not _holds(info, ref.sha256, ref.size):
         raise UploadMismatch(
             f"object {ref.name!r} is {info.size} bytes with digest {info.digest}; "
             f"the reference says {ref.size} bytes, sha256 {ref.sha256}"

@@ -141,7 +141,7 @@ class IngestHandler:
             )
             await self._unchanged(doc, size, state.version)
         else:
-            await self._index(doc, prepared, state, revision, ref)
+            await self._index(doc, prepared, state, revision, size, ref)
         if ref and not ref.keep:
             await uploads.remove(self._js(), ref)
 
@@ -190,12 +190,13 @@ class IngestHandler:
         prepared: PreparedDocument,
         state: DocumentState | None,
         revision: int,
+        size: int,
         ref: documents_pb2.ContentRef | None,
     ) -> None:
         version = (state.version if state else 0) + 1
         prepared = await self._redactor.redact(doc, prepared)
         chunked = await asyncio.to_thread(self._pipeline.value.chunk, doc, prepared, version)
-        chunked.content_bytes = ref.size if ref else len(doc.content)
+        chunked.content_bytes = size
         _check_fits_the_bus(chunked)
         await self._publish(chunked)
         raw_sha256 = ref.sha256 if ref else ""

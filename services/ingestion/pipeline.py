@@ -7,14 +7,13 @@ process, ingestion.worker) and `chunk` (only for content that actually changed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
 from ingestion.chunking import Chunker
-from ingestion.errors import IngestionError
-from ingestion.formats import Format, detect_format
+from ingestion.formats import FORMAT_UNSPECIFIED, Format, detect_format
 from ingestion.hashing import chunk_id, content_hash
 from ingestion.limits import check_size
 from ingestion.parsing import ParsedDocument, parse, parse_file
@@ -51,15 +50,24 @@ class ParseJob:
 _IN_PROCESS_TEXT_BYTES = 1024 * 1024
 
 
+def resolved(job: ParseJob) -> ParseJob:
+    """`job` with its inline content's format told, so that whoever parses it (this
+    process or a worker) does not detect it again; a spooled file is left to the worker."""
+    if job.path or job.format_value != FORMAT_UNSPECIFIED:
+        return job
+    check_size(len(job.content), job.max_bytes)  # "too large" before "unsupported", as ever
+    fmt = detect_format(job.format_value, job.content_type, job.source, job.content)
+    return replace(job, format_value=fmt.value)
+
+
 def harmless(job: ParseJob) -> bool:
-    """Whether `job` can be parsed without a deadline or memory cap: small plain text."""
-    if job.path or len(job.content) > _IN_PROCESS_TEXT_BYTES:
-        return False
-    try:
-        fmt = detect_format(job.format_value, job.content_type, job.source, job.content)
-    except IngestionError:
-        return True  # refused at once, wherever it runs
-    return fmt is Format.TEXT
+    """Whether a resolved `job` can be parsed without a deadline or memory cap: small
+    plain text."""
+    return (
+        not job.path
+        and len(job.content) <= _IN_PROCESS_TEXT_BYTES
+        and job.format_value == Format.TEXT.value
+    )
 
 
 def prepare(job: ParseJob) -> PreparedDocument:

@@ -10,7 +10,8 @@ the service itself never grows.
 
 Workers are spawned (not forked), so they import only the parsers, not the
 service's event loop, NATS client or tokenizer. Small plain text (pipeline.harmless)
-skips the round trip: nothing in it can nest or inflate.
+skips the round trip: nothing in it can nest or inflate. The format of inline
+content is told here once (pipeline.resolved), not again in the worker.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import resource
 import pebble
 
 from ingestion.errors import IngestionError
-from ingestion.pipeline import ParseJob, PreparedDocument, harmless, prepare
+from ingestion.pipeline import ParseJob, PreparedDocument, harmless, prepare, resolved
 
 _MB = 1024 * 1024
 
@@ -72,6 +73,7 @@ class ParserPool:
     async def prepare(self, job: ParseJob) -> PreparedDocument:
         if self._pool is None:
             raise RuntimeError("the parser pool is not started")
+        job = resolved(job)
         if harmless(job):
             return prepare(job)
         future = self._pool.schedule(prepare, args=(job,), timeout=self._timeout_s)
