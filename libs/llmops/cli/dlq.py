@@ -24,7 +24,7 @@ from llmops import deadletters
 from llmops.ids import UNKNOWN_TENANT
 from llmops.v1 import deadletters_pb2, events_pb2
 
-from .guardrails import _jetstream, _print_json, _print_rows, json_option
+from .guardrails import _jetstream, _print_json, _print_rows, checked_by, json_option
 
 T = TypeVar("T")
 SHOWN_PAYLOAD_BYTES = 4096  # a longer (or binary) payload is shown by size and digest
@@ -47,26 +47,16 @@ def _run(work: Callable[[JetStreamContext], Awaitable[T]]) -> T:
         raise click.ClickException(str(exc)) from None
 
 
-def _checked(check: Callable[[str], str]) -> Callable[[click.Context, click.Parameter, Any], Any]:
-    def callback(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
-        try:
-            return check(value or "")
-        except deadletters.InvalidRequest as exc:
-            raise click.BadParameter(str(exc)) from None
-
-    return callback
-
-
 stage_option = click.option(
     "--stage",
     default="",
-    callback=_checked(deadletters.check_stage),
+    callback=checked_by(deadletters.check_stage),
     help=f"only this stage's letters ({', '.join(sorted(deadletters.STAGES))})",
 )
 tenant_option = click.option(
     "--tenant",
     default="",
-    callback=_checked(deadletters.check_tenant_filter),
+    callback=checked_by(deadletters.check_tenant_filter),
     help=f"only this tenant's letters ({UNKNOWN_TENANT}: those of no known tenant)",
 )
 

@@ -23,7 +23,15 @@ from llmops.grpcutil import channel
 from llmops.ids import check_collection, check_doc_id
 from llmops.v1 import events_pb2, ingestion_pb2, ingestion_pb2_grpc
 
-from .guardrails import _address, _nats_url, _print_json, _print_rows, json_option, tenant_option
+from .guardrails import (
+    _address,
+    _nats_url,
+    _print_json,
+    _print_rows,
+    checked_by,
+    json_option,
+    tenant_option,
+)
 
 LIST_HEADER = (
     "doc_id",
@@ -42,18 +50,6 @@ RPC_TIMEOUT_S = 60.0  # a page reads every record of the tenant (docs/document-c
 
 def _ingestion_addr() -> str:
     return _address("ingestion_addr", lambda state: state.grpc["ingestion"])
-
-
-def _checked(check: Any) -> Any:
-    """A click callback applying one of llmops.ids's checks, in its words."""
-
-    def callback(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
-        try:
-            return value if value is None else check(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-
-    return callback
 
 
 def _updated(info: ingestion_pb2.DocumentInfo) -> str:
@@ -100,7 +96,7 @@ def docs() -> None:
     "--collection",
     default="",
     help="only this collection",
-    callback=_checked(lambda c: c and check_collection(c)),
+    callback=checked_by(lambda c: c and check_collection(c)),
 )
 @click.option("--include-deleted", is_flag=True, help="list deleted documents too")
 @click.option("--page-size", type=click.IntRange(1, 1000), default=100, show_default=True)
@@ -153,7 +149,7 @@ async def _list(
 
 
 @docs.command()
-@click.argument("doc_id", callback=_checked(check_doc_id))
+@click.argument("doc_id", callback=checked_by(check_doc_id))
 @tenant_option
 @json_option
 def show(doc_id: str, tenant: str, as_json: bool) -> None:
@@ -181,7 +177,7 @@ async def _get(
 
 
 @docs.command()
-@click.argument("doc_id", callback=_checked(check_doc_id))
+@click.argument("doc_id", callback=checked_by(check_doc_id))
 @tenant_option
 @click.option("--wait", is_flag=True, help="return once the index removed it")
 @click.option("--timeout", default=120.0, show_default=True, help="seconds --wait waits")

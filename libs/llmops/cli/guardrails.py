@@ -113,12 +113,23 @@ def _checked(pattern: re.Pattern[str]) -> Callable[[click.Context, click.Paramet
     return check
 
 
-def _checked_tenant(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
-    """A `--tenant` callback: llmops.ids's grammar and wording, as every entry point."""
-    try:
-        return None if value is None else check_tenant(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+def checked_by(
+    check: Callable[[str], str],
+) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback applying a check (llmops.ids's grammar, a dead-letter filter ...):
+    its ValueError becomes the option's error, in the check's own words."""
+
+    def callback(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        try:
+            return None if value is None else check(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
+
+
+# A `--tenant` callback: llmops.ids's grammar and wording, as every entry point.
+_checked_tenant = checked_by(check_tenant)
 
 
 tenant_option = click.option(
