@@ -160,7 +160,7 @@ async def _replay_one(js: JetStreamContext, letter_id: int) -> str:
         return NOT_FOUND
     consumer = STAGES.get(letter.stage)
     if consumer is None or not _takes(consumer.filter_subject, letter.subject):
-        # e.g. a second stage of one service, dead-lettering under the service's name
+        # e.g. a letter of a stage that no longer exists, or moved to another subject
         return f"stage {letter.stage!r} has no consumer of {letter.subject!r} to replay it to"
     headers = {k: v for k, v in letter.headers.items() if not k.startswith("Nats-")}
     headers[Header.MSG_ID] = f"dlq-{letter_id}"

@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from llmops.processes import process_alive
+
 _PREFIX = "llmops-spool-"
 
 
@@ -26,7 +28,7 @@ class Spool:
         self._base.mkdir(parents=True, exist_ok=True)
         for stale in self._base.glob(f"{_PREFIX}*"):
             pid = stale.name.removeprefix(_PREFIX)
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 shutil.rmtree(stale, ignore_errors=True)
         self.folder.mkdir(exist_ok=True)
 
@@ -43,13 +45,3 @@ class Spool:
             yield path
         finally:
             path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True

@@ -13,9 +13,9 @@ import grpc
 import pytest
 
 from ingestion.pipeline import DocumentPipeline
-from llmops.cli.platform import process_alive
 from llmops.docclient import DocumentClient
 from llmops.grpcutil import channel
+from llmops.processes import process_alive
 from llmops.v1 import documents_pb2, events_pb2, retrieval_pb2, retrieval_pb2_grpc
 from tests.support import ROOT, Platform, run_platform
 

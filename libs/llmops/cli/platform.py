@@ -18,6 +18,7 @@ from pathlib import Path
 
 from llmops.grpcutil import check_health
 from llmops.natsserver import NatsServerConfig
+from llmops.processes import process_alive
 from llmops.settings import CommonSettings, port_of
 from llmops.triton import TritonRuntime, install_model_env, install_runtime, wait_ready
 
@@ -62,21 +63,6 @@ class PlatformState:
 
     def alive(self) -> bool:
         return process_alive(self.supervisor_pid)
-
-
-def process_alive(pid: int) -> bool:
-    """True while `pid` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no procfs: trust kill(0)
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _host_port(url: str) -> tuple[str, int]:
