@@ -27,6 +27,9 @@ from llmops.logging import get_logger
 from llmops.pricebook import PriceBook
 from llmops.prompts.mirror import PromptMirror
 from llmops.prompts.store import PromptStore, seed_prompts
+from llmops.routing.client import Inference, InProcess, Mode, Remote, Split
+from llmops.routing.providers.defaults import default_providers
+from llmops.routing.router import Loadout, Router
 from llmops.service import Loaded, ServiceApp
 from llmops.settings import port_of
 from llmops.v1 import (
@@ -56,6 +59,40 @@ async def _start_prompts(js: JetStreamContext, seed: Path, mirror: PromptMirror)
     return await PromptStore.open(js)
 
 
+class _Routing:
+    """Where generate calls go (LLMOPS_ROUTING), settled at start-up, when a bad routes file
+    stops it; called, it gives the form to use."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._settings = settings
+        self._remote = Remote(lazy_stub(inference_pb2_grpc.InferenceStub, settings.inference_addr))
+        self._router = Router(default_providers(settings.triton_grpc_addr))
+        self._chosen: Loaded[Inference] = Loaded("the routes file")
+
+    def settle(self) -> None:
+        mode = self._settings.routing
+        if mode is Mode.REMOTE:
+            self._chosen.set(self._remote)
+            return
+        self._router.load(Loadout.read(self._settings.routes_file, self._settings.models_dir))
+        split = Split(mode, InProcess(self._router), self._remote)
+        log.info("routing.in_process", mode=mode.value, aliases=sorted(split.local_aliases))
+        self._chosen.set(split)
+
+    def __call__(self) -> Inference:
+        return self._chosen.value
+
+    async def close(self) -> None:
+        await self._router.close()
+
+
+async def _serve_http(runner: web.AppRunner, settings: GatewaySettings) -> None:
+    port = port_of(settings.gateway_http_addr)
+    await runner.setup()
+    await web.TCPSite(runner, settings.bind_host, port).start()
+    log.info("http.listening", address=f"{settings.bind_host}:{port}")
+
+
 def create_app(settings: GatewaySettings) -> ServiceApp:
     app = ServiceApp(
         STAGE,
@@ -71,9 +108,10 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
     limiter: Loaded[RateLimiter] = Loaded("the rate limiter")
     events: Loaded[EventPublisher] = Loaded("the interaction publisher")
     keys = KeyDirectory()
+    routing = _Routing(settings)
     upstreams = Upstreams(
         retrieval=lazy_stub(retrieval_pb2_grpc.RetrievalStub, settings.retrieval_addr),
-        inference=lazy_stub(inference_pb2_grpc.InferenceStub, settings.inference_addr),
+        inference=routing,
         embedding=lazy_stub(embedding_pb2_grpc.EmbeddingStub, settings.embedding_addr),
     )
     policies = PolicyMirror()
@@ -99,6 +137,7 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
     runner = web.AppRunner(http, handler_cancellation=True, access_log=None)
 
     async def load() -> None:
+        routing.settle()
         js = app.js
         prompt_store.set(await _start_prompts(js, settings.prompts_file, prompts))
         exact_cache.set(
@@ -112,10 +151,7 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
         await prices.start(js)
         await budgets.start(js)
         await policies.start(js)
-        port = port_of(settings.gateway_http_addr)
-        await runner.setup()
-        await web.TCPSite(runner, settings.bind_host, port).start()
-        log.info("http.listening", address=f"{settings.bind_host}:{port}")
+        await _serve_http(runner, settings)
 
     async def close() -> None:
         await runner.cleanup()  # in-flight HTTP requests finish first
@@ -128,6 +164,7 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
         await budgets.stop()
         await policies.stop()
         await prompts.stop()
+        await routing.close()
 
     app.on_startup(load)
     app.on_shutdown(close)

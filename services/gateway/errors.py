@@ -45,11 +45,16 @@ class GatewayError(Exception):
 
 def from_rpc_error(upstream: str, exc: grpc.aio.AioRpcError) -> GatewayError:
     """An upstream service's failure, as the caller should see it."""
-    code = exc.code()
+    return from_status(upstream, exc.code(), str(exc.details()))
+
+
+def from_status(upstream: str, code: grpc.StatusCode, details: str) -> GatewayError:
+    """An upstream's status (a gRPC call's, or the in-process router's), as the caller
+    should see it."""
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
-        return GatewayError(code, str(exc.details()))
+        return GatewayError(code, details)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return GatewayError(code, f"{upstream} did not answer before the request's deadline")
     if code == grpc.StatusCode.CANCELLED:
         return GatewayError(code, f"{upstream} call was cancelled")
-    return GatewayError(grpc.StatusCode.UNAVAILABLE, f"{upstream}: {code.name}: {exc.details()}")
+    return GatewayError(grpc.StatusCode.UNAVAILABLE, f"{upstream}: {code.name}: {details}")

@@ -31,8 +31,10 @@ from gateway.ratelimit import quotas_of
 from gateway.settings import GatewaySettings
 from llmops.apikeys import KeyDirectory, KeyRecord, bearer_key
 from llmops.pricebook import amount
+from llmops.routing.client import Inference
+from llmops.routing.errors import RouteError
 from llmops.tracing import TRACEPARENT
-from llmops.v1 import gateway_pb2, inference_pb2, inference_pb2_grpc
+from llmops.v1 import gateway_pb2, inference_pb2
 
 _CACHE_NAMES = {
     gateway_pb2.CACHE_STATUS_UNSPECIFIED: "",
@@ -55,7 +57,7 @@ def create_http_app(
     keys: KeyDirectory,
     pipeline: ChatPipeline,
     embeddings: EmbeddingsFlow,
-    inference: Callable[[], inference_pb2_grpc.InferenceStub],
+    inference: Callable[[], Inference],
     feedback: FeedbackDesk,
 ) -> web.Application:
     api = OpenAIApi(settings, keys, pipeline, embeddings, inference, feedback)
@@ -74,7 +76,7 @@ class OpenAIApi:
         keys: KeyDirectory,
         pipeline: ChatPipeline,
         embeddings: EmbeddingsFlow,
-        inference: Callable[[], inference_pb2_grpc.InferenceStub],
+        inference: Callable[[], Inference],
         feedback: FeedbackDesk,
     ) -> None:
         self._feedback = feedback
@@ -237,12 +239,10 @@ class OpenAIApi:
         try:
             self._key(request)
             try:
-                listed = await self._inference().ListModels(
-                    inference_pb2.ListModelsRequest(), timeout=5.0
-                )
-            except grpc.aio.AioRpcError as exc:
+                listed = await self._inference().list_models(timeout_s=5.0)
+            except RouteError as exc:
                 raise GatewayError(
-                    grpc.StatusCode.UNAVAILABLE, f"inference: {exc.code().name}: {exc.details()}"
+                    grpc.StatusCode.UNAVAILABLE, f"inference: {exc.code.name}: {exc.details}"
                 ) from None
         except GatewayError as exc:
             return _error(exc)

@@ -24,7 +24,7 @@ import grpc
 
 from gateway.budgets import BudgetGuard
 from gateway.caches import ExactCache, request_digest, semantic_scope
-from gateway.errors import GatewayError, from_rpc_error
+from gateway.errors import GatewayError, from_rpc_error, from_status
 from gateway.feedback import Interaction, RecentInteractions
 from gateway.guard import Checked, Guard
 from gateway.interactions import apply_retention
@@ -41,6 +41,8 @@ from llmops.logging import get_logger
 from llmops.pricebook import PriceBook
 from llmops.prompts.mirror import PromptMirror
 from llmops.prompts.model import PromptVersion
+from llmops.routing.client import Inference
+from llmops.routing.errors import RouteError
 from llmops.service import Loaded
 from llmops.streams import in_batches
 from llmops.v1 import (
@@ -48,7 +50,6 @@ from llmops.v1 import (
     events_pb2,
     gateway_pb2,
     inference_pb2,
-    inference_pb2_grpc,
     metering_pb2,
     retrieval_pb2,
     retrieval_pb2_grpc,
@@ -83,7 +84,7 @@ class Upstreams:
     """The services the pipeline calls; stubs are made lazily inside the running loop."""
 
     retrieval: Callable[[], retrieval_pb2_grpc.RetrievalStub]
-    inference: Callable[[], inference_pb2_grpc.InferenceStub]
+    inference: Callable[[], Inference]  # in-process or remote, per alias (LLMOPS_ROUTING)
     embedding: Callable[[], embedding_pb2_grpc.EmbeddingStub]
 
 
@@ -488,36 +489,25 @@ class ChatPipeline:
     ) -> AsyncIterator[inference_pb2.Delta | inference_pb2.Final]:
         """The inference stream's deltas, then its Final; time spent waiting counts upstream
         (unless the caller times it: a guarded answer waits on the guardrails, not on this)."""
-        stream = self._upstreams.inference().Generate(
-            generate, timeout=budget.left(), metadata=budget.metadata
-        )
-        finished = False
-        try:
+        stream = self._upstreams.inference().generate(generate, budget.left(), budget.metadata)
+        async with contextlib.aclosing(stream):  # we are cancelled or failed: stop upstream
             while True:
                 began = time.perf_counter()
                 try:
-                    response = await stream.read()
-                    if response is grpc.aio.EOF:
-                        raise GatewayError(
-                            grpc.StatusCode.UNAVAILABLE,
-                            "inference ended the stream without a final",
-                        )
-                    final = response.HasField("final")
-                    if final:
-                        # Read the status too: the call ends OK instead of being cancelled.
-                        finished = await stream.read() is grpc.aio.EOF
-                except grpc.aio.AioRpcError as exc:
-                    raise from_rpc_error("inference", exc) from None
+                    response = await anext(stream)
+                except StopAsyncIteration:
+                    raise GatewayError(
+                        grpc.StatusCode.UNAVAILABLE, "inference ended the stream without a final"
+                    ) from None
+                except RouteError as exc:
+                    raise from_status("inference", exc.code, exc.details) from None
                 finally:
                     if timed:
                         timer.add("inference", time.perf_counter() - began, upstream=True)
-                if final:
+                if response.HasField("final"):
                     yield response.final
                     return
                 yield response.delta
-        finally:
-            if not finished:
-                stream.cancel()  # we are cancelled or failed: stop the upstream work
 
     def _replay(
         self,

@@ -7,10 +7,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from llmops.settings import CommonSettings
+from llmops.routing.client import Mode
+from llmops.routing.settings import RoutesSettings
 
 
-class GatewaySettings(CommonSettings):
+class GatewaySettings(RoutesSettings):
+    routing: Mode = Field(
+        Mode.AUTO,
+        description="where the gateway sends an alias: auto (in-process when all its targets "
+        "are hosted, else the inference service), remote (always the service), local (always "
+        "in-process, Triton included)",
+    )
     prompts_file: Path = Field(
         Path("deploy/gateway/prompts.yaml"),
         description="the prompt registry's seed, pushed at start-up (identical content stores "

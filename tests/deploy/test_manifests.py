@@ -86,21 +86,25 @@ PENDING = frozenset(name for name, settings in SERVICE_SETTINGS.items() if setti
 # Services that also listen on HTTP: the setting that holds the address.
 HTTP_ADDRS = {"gateway": "gateway_http_addr"}
 # Files an image carries beside its code: (env var, setting, path in the repository).
-IMAGE_FILES = {
-    "inference": ("LLMOPS_ROUTES_FILE", "routes_file", "deploy/inference/routes.yaml"),
-    "gateway": ("LLMOPS_PROMPTS_FILE", "prompts_file", "deploy/gateway/prompts.yaml"),
-    "metering": ("LLMOPS_PRICES_FILE", "prices_file", "deploy/metering/prices.yaml"),
-    "guardrails": (
+IMAGE_FILES = [
+    ("inference", "LLMOPS_ROUTES_FILE", "routes_file", "deploy/inference/routes.yaml"),
+    # The gateway routes hosted aliases in-process (LLMOPS_ROUTING): the same routes file.
+    ("gateway", "LLMOPS_ROUTES_FILE", "routes_file", "deploy/inference/routes.yaml"),
+    ("gateway", "LLMOPS_PROMPTS_FILE", "prompts_file", "deploy/gateway/prompts.yaml"),
+    ("metering", "LLMOPS_PRICES_FILE", "prices_file", "deploy/metering/prices.yaml"),
+    (
+        "guardrails",
         "LLMOPS_GUARDRAILS_DEFAULT_POLICY_FILE",
         "guardrails_default_policy_file",
         "deploy/guardrails/policies/default.yaml",
     ),
-    "evaluation": (
+    (
+        "evaluation",
         "LLMOPS_EVALUATION_POLICY_FILE",
         "evaluation_policy_file",
         "deploy/guardrails/policies/evaluation.yaml",
     ),
-}
+]
 # The labelled sets the guardrails image trains its classifier heads on (at build
 # time, with the module below), relative to the repository root.
 GUARDRAILS_TRAINING_SETS = ("tests/data/guardrails/injection", "tests/data/guardrails/toxicity")
@@ -924,14 +928,17 @@ def test_guardrails_image_carries_the_encoder_and_the_heads_trained_at_build_tim
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-@pytest.mark.parametrize("service", sorted(IMAGE_FILES))
+@pytest.mark.parametrize(
+    ("service", "var", "setting", "source"),
+    IMAGE_FILES,
+    ids=[f"{s}-{v}" for s, v, *_ in IMAGE_FILES],
+)
 def test_service_images_carry_their_files_where_the_service_reads_them(
-    overlay: str, service: str
+    overlay: str, service: str, var: str, setting: str, source: str
 ) -> None:
-    """inference's routes, the gateway's prompts, metering's prices, the baseline guardrail
-    policy: in the image, where read."""
+    """The routes (inference and gateway), the gateway's prompts, metering's prices, the
+    baseline guardrail policy: in the image, where read."""
     df = dockerfile()
-    var, setting, source = IMAGE_FILES[service]
     settings = settings_of(service)
     env = env_of(rendered(overlay), container(rendered(overlay), service))
     configured = Path(env.get(var) or default(settings, setting))

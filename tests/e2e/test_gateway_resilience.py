@@ -116,14 +116,40 @@ async def test_fallback_deadline_and_no_fallback_left(tmp_path: Path) -> None:
                 call.cancel()
                 await asyncio.wait_for(mock.client_left.wait(), 5)
 
+                mock.mode = "ok"
+                await hosted_aliases_skip_the_inference_service(stub, metadata, platform)
+
             key_id = platform.api_key.split("-")[1]
             async with interaction_events(platform) as events:
-                check_events(await events.for_key(key_id, 6))
+                check_events(await events.for_key(key_id, 8))
+
+
+async def hosted_aliases_skip_the_inference_service(
+    stub: gateway_pb2_grpc.GatewayStub, metadata: tuple[tuple[str, str], ...], platform: Platform
+) -> None:
+    """LLMOPS_ROUTING=auto: the hosted alias is routed inside the gateway, so it answers with
+    the inference service stopped; the alias with a Triton target needs the service."""
+    inference = platform.pid("inference")
+    os.kill(inference, signal.SIGSTOP)
+    try:
+        hosted = await stub.ChatOnce(
+            ask("E-417?", retrieval_off=True, no_cache=True, model="slow"),
+            metadata=metadata,
+            timeout=TIMEOUT,
+        )
+        assert hosted.final.model_used == "openai/mock-large"
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.ChatOnce(
+                ask("E-417?", retrieval_off=True, no_cache=True), metadata=metadata, timeout=1.0
+            )
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        os.kill(inference, signal.SIGCONT)
 
 
 def check_events(recorded: list[events_pb2.InteractionEvent]) -> None:
-    """Each of the six requests above left one event saying how it ended."""
-    ok, fell_back, unavailable, unavailable_http, deadline, cancelled = recorded
+    """Each of the eight requests above left one event saying how it ended."""
+    ok, fell_back, unavailable, unavailable_http, deadline, cancelled, hosted, stuck = recorded
     assert ok.status == "OK" and not ok.failed_targets
     assert fell_back.status == "OK" and fell_back.model_used == "openai/mock-large"
     assert fell_back.failed_targets[0].startswith("triton/extractive_answerer: ")
@@ -132,3 +158,5 @@ def check_events(recorded: list[events_pb2.InteractionEvent]) -> None:
     assert deadline.status in ("DEADLINE_EXCEEDED", "CANCELLED")
     assert deadline.total_ms < 2000
     assert cancelled.status == "CANCELLED" and cancelled.streamed
+    assert hosted.status == "OK" and hosted.model_used == "openai/mock-large"
+    assert stuck.status in ("DEADLINE_EXCEEDED", "CANCELLED")

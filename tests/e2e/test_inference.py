@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from inference.usage import TokenCounter
 from llmops.grpcutil import channel
+from llmops.routing.usage import TokenCounter
 from llmops.v1 import inference_pb2, inference_pb2_grpc
 from tests.e2e.test_observability import sample, scrape
 from tests.inference.openai_mock import serve

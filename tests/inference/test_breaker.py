@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from inference.breaker import Breakers, CircuitBreaker, State
+from llmops.routing.breaker import Breakers, CircuitBreaker, State
 
 COOLDOWN_S = 0.3
 

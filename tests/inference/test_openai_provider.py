@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from inference.errors import TargetError
-from inference.providers import Done, Event, Text, Usage
-from inference.providers.openai import OpenAIProvider, SSEParser, delta_text, sse_data
-from inference.routing import Target
+from llmops.routing.errors import TargetError
+from llmops.routing.providers import Done, Event, Text, Usage
+from llmops.routing.providers.openai import OpenAIProvider, SSEParser, delta_text, sse_data
+from llmops.routing.routes import Target
 from llmops.v1 import inference_pb2
 from tests.inference.openai_mock import OpenAIMock, Received, serve
 from tests.support import free_port

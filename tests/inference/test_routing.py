@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from inference.errors import RoutesFileError
-from inference.routing import Target, load_routes
 from inference.settings import InferenceSettings
-from inference.usage import TokenCounter, load_counters
+from llmops.routing.errors import RoutesFileError
+from llmops.routing.routes import Target, load_routes
+from llmops.routing.usage import TokenCounter, load_counters
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import pytest
 from tritonclient.grpc import service_pb2
 from tritonclient.grpc._infer_result import InferResult
 
-from inference.providers.triton import _ReadDeadline, _texts
+from llmops.routing.providers.triton import _ReadDeadline, _texts
 
 
 def _response(*outputs: tuple[str, str, list[bytes]]) -> service_pb2.ModelInferResponse:

@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol
 
-from inference.routing import Target
+from llmops.routing.routes import Target
 from llmops.v1 import inference_pb2
 
 

@@ -1,7 +1,9 @@
-"""The Generate/ListModels servicer over real gRPC, routing to real local OpenAI-wire servers.
+"""The router in both its forms, routing to real local OpenAI-wire servers.
 
-Retries with backoff, circuit breakers (real clock, short cool-downs),
-Final.failed_targets and Final.usage, on routes built here.
+Every test runs twice: in-process (as the gateway runs it for hosted aliases)
+and remote (the inference service's servicer on a real gRPC server, called
+through `Remote`). Retries with backoff, circuit breakers (real clock, short
+cool-downs), Final.failed_targets and Final.usage, on routes built here.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from typing import Any
 import grpc
 import pytest
 
-from inference.handlers import InferenceServicer, Loadout
-from inference.providers import Provider
-from inference.providers.openai import OpenAIProvider
-from inference.routing import Routes
-from inference.usage import TokenCounter, load_counters
+from inference.handlers import InferenceServicer
 from llmops.grpcutil import channel
-from llmops.service import Loaded
+from llmops.routing.client import Inference, InProcess, Mode, Remote, Split
+from llmops.routing.errors import RouteError
+from llmops.routing.providers.openai import OpenAIProvider
+from llmops.routing.router import Loadout, Router
+from llmops.routing.routes import Routes
+from llmops.routing.usage import TokenCounter, load_counters
 from llmops.v1 import inference_pb2, inference_pb2_grpc
 from tests.inference.openai_mock import OpenAIMock, serve
 from tests.support import free_port
@@ -35,7 +38,7 @@ MESSAGES = [
     inference_pb2.ChatMessage(role="user", content="[1] E-417 means low flow.\nWhat is E-417?"),
 ]
 
-Serve = Callable[[Routes], Awaitable[inference_pb2_grpc.InferenceStub]]
+Serve = Callable[[Routes], Awaitable[Inference]]
 
 
 def openai(base_url: str, model: str = "mock-chat", **fields: Any) -> dict[str, Any]:
@@ -46,42 +49,44 @@ def routes(**aliases: list[dict[str, Any]]) -> Routes:
     return Routes.model_validate({"default": next(iter(aliases)), "aliases": aliases})
 
 
-@pytest.fixture
-async def serve_routes() -> AsyncIterator[Serve]:
-    """Start the real servicer on a gRPC server on 127.0.0.1 with the given routes."""
+@pytest.fixture(params=["in_process", "remote"])
+async def serve_routes(request: pytest.FixtureRequest) -> AsyncIterator[Serve]:
+    """A router with the given routes: in this process, or served by the real servicer on a
+    gRPC server on 127.0.0.1."""
     servers: list[grpc.aio.Server] = []
     channels: list[grpc.aio.Channel] = []
-    providers: dict[str, Provider] = {"openai": OpenAIProvider()}
+    routers: list[Router] = []
 
-    async def _serve(r: Routes) -> inference_pb2_grpc.InferenceStub:
-        loaded: Loaded[Loadout] = Loaded("routes")
-        loaded.set(Loadout(r, load_counters(r, ROOT / "models")))
+    async def _serve(r: Routes) -> Inference:
+        router = Router({"openai": OpenAIProvider()})
+        router.load(Loadout(r, load_counters(r, ROOT / "models")))
+        routers.append(router)
+        if request.param == "in_process":
+            return InProcess(router)
         server = grpc.aio.server()
-        inference_pb2_grpc.add_InferenceServicer_to_server(
-            InferenceServicer(loaded, providers), server
-        )
+        inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(router), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         servers.append(server)
         ch = channel(f"127.0.0.1:{port}")
         channels.append(ch)
-        return inference_pb2_grpc.InferenceStub(ch)
+        stub = inference_pb2_grpc.InferenceStub(ch)
+        return Remote(lambda: stub)
 
     yield _serve
     for ch in channels:
         await ch.close()
     for server in servers:
         await server.stop(None)
-    await providers["openai"].close()
+    for router in routers:
+        await router.close()
 
 
-async def generate(
-    stub: inference_pb2_grpc.InferenceStub, **fields: Any
-) -> tuple[list[str], inference_pb2.Final]:
+async def generate(inference: Inference, **fields: Any) -> tuple[list[str], inference_pb2.Final]:
     fields.setdefault("messages", MESSAGES)
     fields.setdefault("prompt", "What is E-417?")
     request = inference_pb2.GenerateRequest(**fields)
-    *deltas, final = [r async for r in stub.Generate(request, timeout=30)]
+    *deltas, final = [r async for r in inference.generate(request, timeout_s=30)]
     assert final.WhichOneof("event") == "final"
     return [d.delta.text for d in deltas], final.final
 
@@ -168,10 +173,10 @@ async def test_no_target_left_is_unavailable_naming_each_error(serve_routes: Ser
         stub = await serve_routes(
             routes(chat=[openai(dead, model="dead"), openai(down.base_url, model="down")])
         )
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
+        with pytest.raises(RouteError) as raised:
             await generate(stub)
-    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-    details = raised.value.details() or ""
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+    details = raised.value.details
     assert "no target of model alias 'chat' answered" in details
     assert "openai/dead: " in details and "ConnectError" in details
     assert "openai/down: " in details and "HTTP 500" in details
@@ -216,7 +221,7 @@ async def test_list_models_gives_the_default_first_and_each_alias_targets(
         }
     )
     stub = await serve_routes(r)
-    listed = await stub.ListModels(inference_pb2.ListModelsRequest(), timeout=5)
+    listed = await stub.list_models(timeout_s=5)
     assert listed.default == "chat"
     assert [(a.name, list(a.targets)) for a in listed.aliases] == [
         ("chat", ["openai/a", "openai/b"]),
@@ -235,10 +240,10 @@ async def test_list_models_gives_the_default_first_and_each_alias_targets(
 )
 async def test_invalid_requests(serve_routes: Serve, fields: dict[str, Any], message: str) -> None:
     stub = await serve_routes(routes(chat=[openai("http://127.0.0.1:1/v1")]))
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
+    with pytest.raises(RouteError) as raised:
         await generate(stub, **fields)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert message in (raised.value.details() or "")
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in raised.value.details
 
 
 async def test_messages_alone_are_a_valid_request(serve_routes: Serve) -> None:
@@ -255,10 +260,10 @@ async def test_a_client_that_cancels_closes_the_upstream_and_frees_a_probe(
     async with serve(PIECES, mode="endless") as mock:
         stub = await serve_routes(routes(chat=[openai(mock.base_url)]))
         request = inference_pb2.GenerateRequest(messages=MESSAGES)
-        call = stub.Generate(request, timeout=30)
-        first = await call.read()
+        call = stub.generate(request, timeout_s=30)
+        first = await anext(call)
         assert first.WhichOneof("event") == "delta"
-        call.cancel()
+        await call.aclose()
         await asyncio.wait_for(mock.client_left.wait(), 5)
         # No verdict on the target: it was not counted as a failure, the next call goes to it.
         mock.mode = "ok"
@@ -267,22 +272,17 @@ async def test_a_client_that_cancels_closes_the_upstream_and_frees_a_probe(
 
 
 async def test_a_slow_reader_gets_the_pieces_that_piled_up_as_one_delta() -> None:
-    """Pieces the provider produced while the servicer was still handing over the previous
+    """Pieces the provider produced while the reader was still busy with the previous
     message go out joined in one Delta; Final.output_pieces still counts the pieces."""
     many = [f"w{i} " for i in range(20)]
     async with serve(many, gap_s=0.005) as mock:
-        r = routes(chat=[openai(mock.base_url)])
-        loaded: Loaded[Loadout] = Loaded("routes")
-        loaded.set(Loadout(r, {}))
-        provider = OpenAIProvider()
-        servicer = InferenceServicer(loaded, {"openai": provider})
-        request = inference_pb2.GenerateRequest(messages=MESSAGES)
-        context: Any = object()  # Generate touches it only to abort
-        responses = servicer.Generate(request, context)
+        router = Router({"openai": OpenAIProvider()})
+        router.load(Loadout(routes(chat=[openai(mock.base_url)]), {}))
+        responses = router.generate(inference_pb2.GenerateRequest(messages=MESSAGES))
         first = await anext(responses)
         await asyncio.sleep(0.5)  # a slow reader: the upstream is done meanwhile
         rest = [r async for r in responses]
-        await provider.close()
+        await router.close()
     *deltas, final = [first, *rest]
     assert all(d.WhichOneof("event") == "delta" for d in deltas)
     assert "".join(d.delta.text for d in deltas) == "".join(many)
@@ -297,13 +297,11 @@ async def test_a_fast_reader_gets_each_piece_alone_as_soon_as_it_exists(
 ) -> None:
     async with serve(PIECES, gap_s=0.2) as mock:
         stub = await serve_routes(routes(chat=[openai(mock.base_url)]))
-        call = stub.Generate(inference_pb2.GenerateRequest(messages=MESSAGES), timeout=30)
+        call = stub.generate(inference_pb2.GenerateRequest(messages=MESSAGES), timeout_s=30)
         started = time.monotonic()
-        first = await call.read()
+        first = await anext(call)
         first_s = time.monotonic() - started
-        rest: list[inference_pb2.GenerateResponse] = []
-        while (response := await call.read()) is not grpc.aio.EOF:
-            rest.append(response)
+        rest = [response async for response in call]
     assert first.delta.text == PIECES[0]
     assert first_s < 0.15  # not held back for the next piece
     pieces = [r.delta.text for r in rest if r.WhichOneof("event") == "delta"]
@@ -314,16 +312,16 @@ async def test_a_fast_reader_gets_each_piece_alone_as_soon_as_it_exists(
 async def test_callers_that_cancel_right_after_the_final_leave_the_upstream_pool_usable(
     serve_routes: Serve,
 ) -> None:
-    """As the gateway does: read up to the Final, then cancel the call. Many times over,
+    """As the gateway does: read up to the Final, then close the stream. Many times over,
     concurrently: the upstream connections are reused, none leaks, requests still pass."""
     async with serve(PIECES, keep_alive=True) as mock:
         stub = await serve_routes(routes(chat=[openai(mock.base_url)]))
 
         async def cancelled_after_final() -> None:
-            call = stub.Generate(inference_pb2.GenerateRequest(messages=MESSAGES), timeout=30)
+            call = stub.generate(inference_pb2.GenerateRequest(messages=MESSAGES), timeout_s=30)
             async for response in call:
                 if response.WhichOneof("event") == "final":
-                    call.cancel()
+                    await call.aclose()
                     return
 
         concurrency = 32
@@ -334,3 +332,57 @@ async def test_callers_that_cancel_right_after_the_final_leave_the_upstream_pool
         assert len(mock.requests) == 8 * concurrency + 1
         assert mock.accepted <= 2 * concurrency  # reused, not one per call
         assert mock.open_connections <= mock.accepted
+
+
+async def test_the_callers_deadline_ends_an_answer_that_runs_past_it(serve_routes: Serve) -> None:
+    """`timeout_s` bounds the whole answer in both forms, not only each piece (the target's
+    timeout_s): a stream that never ends is cut at the caller's deadline."""
+    async with serve(PIECES, mode="endless") as mock:
+        stub = await serve_routes(routes(chat=[openai(mock.base_url)]))
+        request = inference_pb2.GenerateRequest(messages=MESSAGES)
+        started = time.monotonic()
+        with pytest.raises(RouteError) as raised:
+            async for _ in stub.generate(request, timeout_s=0.5):
+                pass
+        elapsed = time.monotonic() - started
+        await asyncio.wait_for(mock.client_left.wait(), 5)  # and the upstream was let go
+    assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 0.5 <= elapsed < 3
+
+
+@pytest.mark.parametrize(
+    ("mode", "here"),
+    [(Mode.AUTO, ["chat", "hosted"]), (Mode.LOCAL, ["answerer", "chat", "hosted"])],
+)
+async def test_split_keeps_hosted_aliases_in_process_and_sends_the_rest_to_the_service(
+    mode: Mode, here: list[str]
+) -> None:
+    """LLMOPS_ROUTING=auto: an alias whose targets are all hosted runs in-process, one with a
+    Triton target goes to the service (here: nothing listens, so it is UNAVAILABLE there)."""
+    async with serve(PIECES) as mock:
+        r = Routes.model_validate(
+            {
+                "default": "chat",
+                "aliases": {
+                    "chat": [openai(mock.base_url)],
+                    "hosted": [openai(mock.base_url, model="b"), openai(mock.base_url)],
+                    "answerer": [{"provider": "triton", "model": "extractive_answerer"}],
+                },
+            }
+        )
+        router = Router({"openai": OpenAIProvider()})
+        router.load(Loadout(r, {}))
+        ch = channel(f"127.0.0.1:{free_port()}")
+        split = Split(mode, InProcess(router), Remote(lambda: inference_pb2_grpc.InferenceStub(ch)))
+        assert sorted(split.local_aliases) == here
+        pieces, final = await generate(split)  # the default alias, in-process
+        assert "".join(pieces) == ANSWER and final.model_used == "openai/mock-chat"
+        if mode is Mode.AUTO:
+            with pytest.raises(RouteError) as raised:
+                await generate(split, model="answerer")
+            assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+        listed = await split.list_models(timeout_s=5)  # from the routes file, no call
+        assert [a.name for a in listed.aliases] == ["chat", "answerer", "hosted"]
+        await ch.close()
+        await router.close()
+    assert len(mock.requests) == 1

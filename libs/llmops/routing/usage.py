@@ -19,9 +19,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from inference.errors import RoutesFileError
-from inference.prompting import conversation, question
-from inference.routing import Routes, Target
+from llmops.routing.errors import RoutesFileError
+from llmops.routing.prompting import conversation, question
+from llmops.routing.routes import Routes, Target
 from llmops.v1 import inference_pb2
 
 TOKENIZER_FILE = "tokenizer.json"

@@ -34,10 +34,10 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from inference.errors import TargetError
-from inference.prompting import conversation
-from inference.providers import Done, Event, Text, Usage
-from inference.routing import Target
+from llmops.routing.errors import TargetError
+from llmops.routing.prompting import conversation
+from llmops.routing.providers import Done, Event, Text, Usage
+from llmops.routing.routes import Target
 from llmops.v1 import inference_pb2
 
 _DONE = "[DONE]"
@@ -155,7 +155,7 @@ class OpenAIProvider:
 
 
 def chat_request(model: str, request: inference_pb2.GenerateRequest) -> dict[str, Any]:
-    """The chat-completions body: the conversation (inference.prompting) and the params set."""
+    """The chat-completions body: the conversation (llmops.routing.prompting) and the params set."""
     body: dict[str, Any] = {
         "model": model,
         "stream": True,

@@ -26,7 +26,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from inference.errors import RoutesFileError
+from llmops.routing.errors import RoutesFileError
 
 
 class Circuit(BaseModel):

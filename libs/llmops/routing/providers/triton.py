@@ -10,7 +10,7 @@ asked once per address and model, then cached):
   router counts it with the target's `tokenizer`.
 - a causal LM's (deploy/triton/models/causal_lm): PROMPT [-1] (the
   conversation's contents: `messages`, else a system rule and the numbered
-  passages with the question, see inference.prompting) with ROLES [-1],
+  passages with the question, see llmops.routing.prompting) with ROLES [-1],
   rendered by the model's chat template; MAX_TOKENS, TEMPERATURE, TOP_P,
   SEED, STOP from `params` when set; one response per decoded piece in TEXT,
   then a final response with INPUT_TOKENS and OUTPUT_TOKENS (its usage).
@@ -34,11 +34,11 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
-from inference.errors import TargetError
-from inference.prompting import conversation, question
-from inference.providers import Done, Event, Text, Usage
-from inference.routing import Target
 from llmops.grpcutil import MAX_MESSAGE_BYTES
+from llmops.routing.errors import TargetError
+from llmops.routing.prompting import conversation, question
+from llmops.routing.providers import Done, Event, Text, Usage
+from llmops.routing.routes import Target
 from llmops.v1 import inference_pb2
 
 _CHANNEL_ARGS = [
