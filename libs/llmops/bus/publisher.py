@@ -1,8 +1,11 @@
 """Events published to JetStream off the request's path, never lost to a brief NATS outage.
 
-Events go through a bounded queue to a few publisher tasks, so a reply never
-waits for NATS. A publish that fails is retried with backoff until NATS takes
-it (`Nats-Msg-Id` = event id, so a retry after a lost ack is not stored twice);
+Events go through a bounded queue to one publisher task, so a reply never
+waits for NATS. It takes what has piled up (up to _BATCH events), sends them
+all at once and then waits for their acks together (`publish_async`): one
+round trip per batch instead of one per event, and no task per event. Events
+not acked in time are sent again with backoff until NATS takes them
+(`Nats-Msg-Id` = event id, so a retry after a lost ack is not stored twice);
 only when the queue is full, i.e. NATS has been away for a long time, are
 events dropped, and each drop is logged and counted.
 """
@@ -15,13 +18,15 @@ from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
 from llmops import metrics
 from llmops.logging import get_logger
 
 log = get_logger(__name__)
 _QUEUE_SIZE = 10_000
-_PUBLISHERS = 4
+_BATCH = 512  # events sent before their acks are awaited
+_ACK_TIMEOUT_S = 5.0
 
 
 def event_time(seconds: float) -> Timestamp:
@@ -29,6 +34,9 @@ def event_time(seconds: float) -> Timestamp:
     stamp = Timestamp()
     stamp.FromNanoseconds(int(seconds * 1e9))
     return stamp
+
+
+_Message = tuple[str, bytes, dict[str, str]]  # subject, payload, headers
 
 
 class Event(Protocol):
@@ -44,10 +52,10 @@ class EventPublisher:
         self._js = js
         self._service = service
         self._queue: asyncio.Queue[tuple[str, Event]] = asyncio.Queue(_QUEUE_SIZE)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._publish_forever()) for _ in range(_PUBLISHERS)]
+        self._task = asyncio.create_task(self._publish_forever())
 
     def emit(self, subject: str, event: Event) -> None:
         try:
@@ -60,30 +68,67 @@ class EventPublisher:
 
     async def _publish_forever(self) -> None:
         while True:
-            subject, event = await self._queue.get()
-            await self._publish(subject, event)
-            self._queue.task_done()
+            batch = [await self._queue.get()]
+            while len(batch) < _BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._publish(batch)
+            for _ in batch:
+                self._queue.task_done()
 
-    async def _publish(self, subject: str, event: Event) -> None:
-        payload = event.SerializeToString()
-        headers = {"Nats-Msg-Id": event.event_id, "Content-Type": "application/protobuf"}
+    async def _publish(self, batch: list[tuple[str, Event]]) -> None:
+        """Every event of `batch` acked by JetStream, however many rounds that takes."""
+        pending = [
+            (
+                subject,
+                event.SerializeToString(),
+                {"Nats-Msg-Id": event.event_id, "Content-Type": "application/protobuf"},
+            )
+            for subject, event in batch
+        ]
         delay = 0.1
         while True:
-            try:
-                await self._js.publish(subject, payload, headers=headers)
+            pending = await self._send(pending)
+            if not pending:
                 return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _send(self, batch: list[_Message]) -> list[_Message]:
+        """Send all, then await the acks together; what was not acked, to send again."""
+        sent: list[tuple[_Message, asyncio.Future[PubAck]]] = []
+        retry: list[_Message] = []
+        errors: set[str] = set()
+        for message in batch:
+            subject, payload, headers = message
+            try:
+                sent.append(
+                    (message, await self._js.publish_async(subject, payload, headers=headers))
+                )
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                log.warning("event.publish_retry", event_id=event.event_id, error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            except Exception as exc:  # not connected: keep it for the next round
+                retry.append(message)
+                errors.add(repr(exc))
+        if sent:
+            await asyncio.wait([ack for _, ack in sent], timeout=_ACK_TIMEOUT_S)
+        for message, ack in sent:
+            if not ack.done():
+                ack.cancel()
+                errors.add(f"no ack within {_ACK_TIMEOUT_S}s")
+            elif ack.exception() is None:
+                continue
+            else:
+                errors.add(repr(ack.exception()))
+            retry.append(message)
+        if retry:
+            log.warning("event.publish_retry", events=len(retry), errors=sorted(errors))
+        return retry
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Publish what is queued (up to `timeout_s`), then stop."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout_s)
-        for task in self._tasks:
-            task.cancel()
+        if self._task is not None:
+            self._task.cancel()
         if not self._queue.empty():
             log.error("event.unpublished_at_stop", events=self._queue.qsize())
