@@ -29,6 +29,7 @@ from llmops.guardrails.policy import DEFAULT_POLICY, Policy
 from llmops.guardrails.store import PolicyMirror
 from llmops.logging import get_logger
 from llmops.service import Loaded
+from llmops.streams import in_batches
 from llmops.v1 import guardrails_pb2, guardrails_pb2_grpc
 
 log = get_logger(__name__)
@@ -273,11 +274,15 @@ class _Pump:
 
     async def run(self) -> None:
         await self._send(guardrails_pb2.StreamCheckRequest(start=self._start))
+        # Pieces that came while the last write was in flight go as one (a whole answer at
+        # once, for a caller that does not stream): one stream message each costs.
+        batches = in_batches(self._pieces)
         try:
-            async for piece in self._pieces:
-                self._written.append(piece)
-                self._news.set()
-                await self._send(guardrails_pb2.StreamCheckRequest(piece=piece))
+            async with contextlib.aclosing(batches):
+                async for batch in batches:
+                    self._written.extend(batch)
+                    self._news.set()
+                    await self._send(guardrails_pb2.StreamCheckRequest(piece="".join(batch)))
         finally:
             self._finished = True
             self._news.set()

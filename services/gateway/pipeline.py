@@ -296,11 +296,12 @@ class ChatPipeline:
             question,
             gateway_pb2.ChatReply(text=answer, final=closing.final),
         )
-        self._later(
-            self._limiter.value.charge_tokens(
-                quotas, done.usage.input_tokens + done.usage.output_tokens
+        if any(q.limits.tokens_per_minute for q in quotas):  # no task when nothing to charge
+            self._later(
+                self._limiter.value.charge_tokens(
+                    quotas, done.usage.input_tokens + done.usage.output_tokens
+                )
             )
-        )
 
     async def _checked_passages(
         self,
@@ -632,7 +633,9 @@ class ChatPipeline:
         metrics.GATEWAY_OVERHEAD.labels(call.api).observe(timer.overhead_ms / 1000)
         if timer.first_token_s is not None and final.model_used:
             metrics.TIME_TO_FIRST_TOKEN.labels(final.model_used).observe(timer.first_token_s)
-        log.info(
+        # Every request is in its interaction event already: the log line is for failures
+        # (debug level shows them all).
+        (log.debug if status == "OK" else log.info)(
             "chat.done",
             request_id=call.request_id,
             trace_id=final.trace_id,
@@ -664,6 +667,9 @@ async def coalesced(
                     yield response
 
 
+_ROLES = frozenset(("system", "user", "assistant"))
+
+
 def _question(request: gateway_pb2.ChatRequest) -> tuple[str, list[inference_pb2.ChatMessage]]:
     """The last user message (the question) and the turns before it."""
     if not request.messages:
@@ -674,8 +680,8 @@ def _question(request: gateway_pb2.ChatRequest) -> tuple[str, list[inference_pb2
             grpc.StatusCode.INVALID_ARGUMENT,
             "the last message must be a non-empty user message (the question)",
         )
-    roles = {m.role for m in request.messages} - {"system", "user", "assistant"}
-    if roles:
+    if any(m.role not in _ROLES for m in request.messages):
+        roles = {m.role for m in request.messages} - _ROLES
         raise GatewayError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"unknown message roles {sorted(roles)}; use system, user or assistant",

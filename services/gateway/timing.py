@@ -7,8 +7,7 @@ platform itself costs the caller (auth, limits, prompt, caching, marshalling).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 from llmops.v1 import gateway_pb2
 
@@ -20,17 +19,10 @@ class RequestTimer:
         self.first_token_s: float | None = None
         self._steps: dict[str, float] = {}
 
-    @contextmanager
-    def step(self, name: str, *, upstream: bool = False) -> Iterator[None]:
-        """Time a step; `upstream` steps count as waiting on another service."""
-        began = time.perf_counter()
-        try:
-            yield
-        finally:
-            elapsed = time.perf_counter() - began
-            self._steps[name] = self._steps.get(name, 0.0) + elapsed
-            if upstream:
-                self.upstream_s += elapsed
+    def step(self, name: str, *, upstream: bool = False) -> _Step:
+        """Time a step (`with timer.step(...)`); `upstream` steps count as waiting on another
+        service."""
+        return _Step(self, name, upstream)
 
     def add(self, name: str, seconds: float, *, upstream: bool = False) -> None:
         self._steps[name] = self._steps.get(name, 0.0) + seconds
@@ -62,3 +54,27 @@ class RequestTimer:
             gateway_pb2.StepTiming(step=name, ms=round(seconds * 1000, 3))
             for name, seconds in self._steps.items()
         ]
+
+
+class _Step:
+    """A plain class, not @contextmanager: a request times several steps, and a generator
+    per step costs more than the step's own work."""
+
+    __slots__ = ("_began", "_name", "_timer", "_upstream")
+
+    def __init__(self, timer: RequestTimer, name: str, upstream: bool) -> None:
+        self._timer = timer
+        self._name = name
+        self._upstream = upstream
+        self._began = 0.0
+
+    def __enter__(self) -> None:
+        self._began = time.perf_counter()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self._timer.add(self._name, time.perf_counter() - self._began, upstream=self._upstream)
