@@ -20,11 +20,15 @@ window. Caches are off for every gateway request.
    retrieval off and gives Triton no passages: the gateway + inference hops alone.
 2. Overhead against LiteLLM over HTTP: the mock (fixed delay, JSON and SSE
    per the OpenAI wire format, with usage) called directly, through the
-   gateway's OpenAI API (`llmops: retrieval off, caches off`, alias `mock` ->
-   inference -> mock), and through the LiteLLM proxy (one worker, model `mock`
-   -> the mock; its own venv, see bench/litellm_proxy.py), at 1, 16 and 64
-   clients, non-streaming and streaming, the same request body for all three.
-   Resident memory of each process tree after the runs.
+   gateway's OpenAI API (`llmops: retrieval off, caches off`, alias `mock`,
+   routed in the gateway: LLMOPS_ROUTING=auto) with the default guardrail
+   policy (`guarded`) and with guardrails off (`gateway`), through a second
+   gateway that sends the alias to the inference service
+   (LLMOPS_ROUTING=remote, guardrails off: `remote`), and through the LiteLLM
+   proxy (one worker, model `mock` -> the mock; its own venv, see
+   bench/litellm_proxy.py), at 1, 16 and 64 clients, non-streaming and
+   streaming, the same request body for all. Resident memory of each process
+   tree after the runs.
 
 Figures are printed and written to bench/results/chat.json.
 """
@@ -48,7 +52,13 @@ BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from tests.support import Platform, free_port, run_platform, wait_port  # noqa: E402
+from tests.support import (  # noqa: E402
+    Platform,
+    ServiceProcess,
+    free_port,
+    run_platform,
+    wait_port,
+)
 
 import litellm_proxy  # noqa: E402
 import procs  # noqa: E402
@@ -389,24 +399,57 @@ def print_chat(chat: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- part 2: overhead vs LiteLLM
 
 
+NO_GUARD = "unguarded"  # a policy of tenant default with no scanners: guardrails off
+NO_GUARD_POLICY = f"tenant: {TENANT}\nname: {NO_GUARD}\ndescription: guardrails off (bench)\n"
+
+
+def remote_gateway(p: Platform, tmp: Path) -> ServiceProcess:
+    """A second gateway on the same platform that sends every alias to the inference service
+    (LLMOPS_ROUTING=remote): the router's remote form, measured beside the in-process one."""
+    own = {k: v for k, v in p.env.items() if not k.startswith("LLMOPS_GATEWAY_")}
+    own |= {"LLMOPS_GATEWAY_HTTP_ADDR": f"127.0.0.1:{free_port()}", "LLMOPS_ROUTING": "remote"}
+    gateway = ServiceProcess("gateway", p.nats_url, tmp / "remote-gateway", **own)
+    gateway.start()
+    return gateway
+
+
 def proxy_part(
     p: Platform, key: str, mock_port: int, mock_pid: int, args: argparse.Namespace, tmp: Path
 ) -> dict[str, Any]:
     gateway_http = p.env["LLMOPS_GATEWAY_HTTP_ADDR"]
+    done = p.cli(
+        "guardrails", "set", str(_write(tmp / "off.yaml", NO_GUARD_POLICY)), "--by", "bench"
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"could not store the empty policy: {done.stderr}")
+    remote = remote_gateway(p, tmp)
+    asyncio.run(remote.wait_healthy())
+    on_path = {"gateway": p.pid("gateway"), "inference": p.pid("inference"), "mock": mock_pid}
     targets: dict[str, dict[str, Any]] = {
         "direct": {
             "url": f"http://127.0.0.1:{mock_port}/v1/chat/completions",
             "key": "sk-direct-unused",
             "watch": {"mock": mock_pid},
         },
+        # The default policy on every request, routing in the gateway (LLMOPS_ROUTING=auto).
+        "guarded": {
+            "url": f"http://{gateway_http}/v1/chat/completions",
+            "key": key,
+            "watch": {**on_path, "guardrails": p.pid("guardrails")},
+        },
+        # The same gateway with guardrails off for the request.
         "gateway": {
             "url": f"http://{gateway_http}/v1/chat/completions",
             "key": key,
-            "watch": {
-                "gateway": p.pid("gateway"),
-                "inference": p.pid("inference"),
-                "mock": mock_pid,
-            },
+            "policy": NO_GUARD,
+            "watch": on_path,
+        },
+        # Guardrails off, every alias through the inference service: the second hop's cost.
+        "remote": {
+            "url": f"http://{remote.env['LLMOPS_GATEWAY_HTTP_ADDR']}/v1/chat/completions",
+            "key": key,
+            "policy": NO_GUARD,
+            "watch": {**on_path, "gateway": remote.pid},
         },
     }
     litellm: subprocess.Popen[bytes] | None = None
@@ -442,7 +485,8 @@ def proxy_part(
                 body["stream_options"] = {"include_usage": True}
             bodies[mode] = body
             for name, target in targets.items():
-                text = check_openai_reply(name, post(target["url"], body, target["key"]), stream)
+                raw = post(target["url"], body_for(body, target), target["key"])
+                text = check_openai_reply(name, raw, stream)
                 print(f"  {mode}: {name} answers {text[:60]!r}")
             for clients in args.proxy_clients:
                 for name, target in targets.items():
@@ -452,7 +496,7 @@ def proxy_part(
                             "kind": "http",
                             "url": target["url"],
                             "headers": {"Authorization": f"Bearer {target['key']}"},
-                            "body": body,
+                            "body": body_for(body, target),
                             "concurrency": clients,
                             "duration_s": args.duration,
                             "warmup_s": args.warmup,
@@ -460,19 +504,19 @@ def proxy_part(
                         }
                     )
                     runs.append({"mode": mode, "target": name, **result})
-        memory = {
-            "gateway": procs.rss_mb(p.pid("gateway")),
-            "inference": procs.rss_mb(p.pid("inference")),
-            "mock": procs.rss_mb(mock_pid),
-        }
-        pss = {
-            "gateway": procs.pss_mb(p.pid("gateway")),
-            "inference": procs.pss_mb(p.pid("inference")),
+        measured = {
+            "gateway": p.pid("gateway"),
+            "guardrails": p.pid("guardrails"),
+            "remote gateway": remote.pid,
+            "inference": p.pid("inference"),
         }
         if litellm is not None:
-            memory["litellm"] = procs.rss_mb(litellm.pid)
-            pss["litellm"] = procs.pss_mb(litellm.pid)
+            measured["litellm"] = litellm.pid
+        memory = {name: procs.rss_mb(pid) for name, pid in measured.items()}
+        pss = {name: procs.pss_mb(pid) for name, pid in measured.items()}
     finally:
+        remote.stop()
+        asyncio.run(remote.close())
         if litellm is not None:
             litellm.terminate()
             try:
@@ -490,6 +534,18 @@ def proxy_part(
     }
 
 
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def body_for(body: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    """The mode's body, with the target's guardrail policy (gateway targets) if it names one."""
+    if "policy" not in target:
+        return body
+    return {**body, "llmops": {**body["llmops"], "guardrail_policy": target["policy"]}}
+
+
 def print_proxy(proxy: dict[str, Any]) -> dict[str, Any]:
     print(
         f"\n== Proxy overhead: mock OpenAI upstream ({proxy['delay_ms']:g} ms fixed delay) direct,"
@@ -497,7 +553,9 @@ def print_proxy(proxy: dict[str, Any]) -> dict[str, Any]:
     )
     print(
         "gateway: POST /v1/chat/completions, llmops.retrieval off, caches off, alias mock ->"
-        " inference (openai provider) -> mock"
+        " the openai provider in the gateway (LLMOPS_ROUTING=auto) -> mock; guarded: the"
+        " default guardrail policy, gateway: guardrails off (an empty policy); remote:"
+        " guardrails off, a second gateway with LLMOPS_ROUTING=remote -> inference -> mock"
     )
     print("litellm: one worker, model mock -> openai/mock at the mock; same body for all three")
     by = {(r["mode"], r["target"], r["concurrency"]): r for r in proxy["runs"]}
@@ -522,7 +580,7 @@ def print_proxy(proxy: dict[str, Any]) -> dict[str, Any]:
     for mode in dict.fromkeys(m for m, _, _ in by):
         d = by[(mode, "direct", top)]
         line = {}
-        for target in ("gateway", "litellm"):
+        for target in dict.fromkeys(t for _, t, _ in by if t != "direct"):
             if (mode, target, top) in by:
                 r = by[(mode, target, top)]
                 line[target] = {
@@ -539,12 +597,14 @@ def print_proxy(proxy: dict[str, Any]) -> dict[str, Any]:
         print(f"{mode} at {top} clients: " + "; ".join(parts))
     print("(aim: gateway >= 0.8; LiteLLM is expected around 0.09)")
     rss, pss = proxy["rss_mb"], proxy["pss_mb"]
-    ours = rss["gateway"] + rss["inference"]
     print(
-        f"resident memory after the runs (RSS of each process tree; PSS in brackets): "
-        f"gateway {rss['gateway']:.0f} MB [{pss['gateway']:.0f}] + inference "
-        f"{rss['inference']:.0f} MB [{pss['inference']:.0f}] = {ours:.0f} MB"
-        + (f"; LiteLLM {rss['litellm']:.0f} MB [{pss['litellm']:.0f}]" if "litellm" in rss else "")
+        "resident memory after the runs, RSS of each process tree [PSS]: "
+        + ", ".join(f"{name} {rss[name]:.0f} MB [{pss[name]:.0f}]" for name in rss)
+    )
+    print(
+        f"on the path: gateway {rss['gateway']:.0f} MB (guardrails off), "
+        f"+ guardrails {rss['gateway'] + rss['guardrails']:.0f} MB (on); "
+        f"remote form: gateway + inference {rss['remote gateway'] + rss['inference']:.0f} MB"
     )
     return summary
 
