@@ -413,6 +413,27 @@ def remote_gateway(p: Platform, tmp: Path) -> ServiceProcess:
     return gateway
 
 
+def start_litellm(
+    mock_port: int, mock_pid: int, tmp: Path
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """The LiteLLM proxy in front of the mock, up and answering, and its bench target."""
+    port = free_port()
+    config = litellm_proxy.write_config(tmp / "litellm.yaml", f"http://127.0.0.1:{mock_port}/v1")
+    print(f"starting the LiteLLM proxy {litellm_proxy.LITELLM_VERSION} (one worker)...")
+    litellm = litellm_proxy.start(config, port, tmp / "litellm.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health/liveliness", 180, litellm)
+    except Exception:
+        print((tmp / "litellm.log").read_text(errors="replace")[-3000:])
+        raise
+    target = {
+        "url": f"http://127.0.0.1:{port}/v1/chat/completions",
+        "key": litellm_proxy.MASTER_KEY,
+        "watch": {"litellm": litellm.pid, "mock": mock_pid},
+    }
+    return litellm, target
+
+
 def proxy_part(
     p: Platform, key: str, mock_port: int, mock_pid: int, args: argparse.Namespace, tmp: Path
 ) -> dict[str, Any]:
@@ -422,8 +443,10 @@ def proxy_part(
     )
     if done.returncode != 0:
         raise RuntimeError(f"could not store the empty policy: {done.stderr}")
+    started = time.perf_counter()
     remote = remote_gateway(p, tmp)
     asyncio.run(remote.wait_healthy())
+    startup_s = {"gateway": time.perf_counter() - started}  # process start to gRPC SERVING
     on_path = {"gateway": p.pid("gateway"), "inference": p.pid("inference"), "mock": mock_pid}
     targets: dict[str, dict[str, Any]] = {
         "direct": {
@@ -454,22 +477,9 @@ def proxy_part(
     }
     litellm: subprocess.Popen[bytes] | None = None
     if not args.no_litellm:
-        port = free_port()
-        config = litellm_proxy.write_config(
-            tmp / "litellm.yaml", f"http://127.0.0.1:{mock_port}/v1"
-        )
-        print(f"starting the LiteLLM proxy {litellm_proxy.LITELLM_VERSION} (one worker)...")
-        litellm = litellm_proxy.start(config, port, tmp / "litellm.log")
-        try:
-            wait_http(f"http://127.0.0.1:{port}/health/liveliness", 180, litellm)
-        except Exception:
-            print((tmp / "litellm.log").read_text(errors="replace")[-3000:])
-            raise
-        targets["litellm"] = {
-            "url": f"http://127.0.0.1:{port}/v1/chat/completions",
-            "key": litellm_proxy.MASTER_KEY,
-            "watch": {"litellm": litellm.pid, "mock": mock_pid},
-        }
+        started = time.perf_counter()
+        litellm, targets["litellm"] = start_litellm(mock_port, mock_pid, tmp)
+        startup_s["litellm"] = time.perf_counter() - started
     try:
         runs: list[dict[str, Any]] = []
         bodies = {}
@@ -531,6 +541,7 @@ def proxy_part(
         "runs": runs,
         "rss_mb": memory,
         "pss_mb": pss,
+        "startup_s": startup_s,
     }
 
 
@@ -596,6 +607,12 @@ def print_proxy(proxy: dict[str, Any]) -> dict[str, Any]:
         ]
         print(f"{mode} at {top} clients: " + "; ".join(parts))
     print("(aim: gateway >= 0.8; LiteLLM is expected around 0.09)")
+    startup = proxy.get("startup_s", {})
+    if startup:
+        print(
+            "start-up to ready (process start to health SERVING, platform already up): "
+            + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in startup.items())
+        )
     rss, pss = proxy["rss_mb"], proxy["pss_mb"]
     print(
         "resident memory after the runs, RSS of each process tree [PSS]: "
