@@ -14,10 +14,11 @@ import pytest
 
 from llmops.grpcutil import channel
 from llmops.routing.usage import TokenCounter
-from llmops.v1 import inference_pb2, inference_pb2_grpc
+from llmops.v1 import gateway_pb2_grpc, inference_pb2, inference_pb2_grpc
+from tests.e2e.gateway_support import ask
 from tests.e2e.test_observability import sample, scrape
 from tests.inference.openai_mock import serve
-from tests.support import ROOT, Platform, free_port, run_platform
+from tests.support import ROOT, Platform, ServiceProcess, free_port, run_platform
 from tests.triton.test_causal_lm import reference
 from tests.triton.test_extractive_answerer import E417, PASSAGES  # the same sample passages
 
@@ -25,6 +26,7 @@ ANSWERER = "triton/extractive_answerer"
 CAUSAL_LM = "triton/causal_lm"
 TIMEOUT = 30.0
 MINILM = ROOT / "models" / "all-MiniLM-L6-v2"
+INFERENCE_GENERATE = "/llmops.v1.Inference/Generate"
 TINY_LLM = ROOT / "models" / "tiny-llm"  # LLMOPS_LLM_PATH's default: built by make setup
 
 
@@ -324,3 +326,33 @@ async def test_an_openai_alias_falls_back_past_a_dead_upstream_to_a_streaming_on
     assert final.output_pieces == len(pieces)
     [received] = mock.requests
     assert received.headers["authorization"] == "Bearer sk-e2e"
+
+
+async def test_a_gateway_with_local_routing_calls_triton_itself(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """LLMOPS_ROUTING=local: the gateway routes even Triton aliases in-process, so the answer
+    comes from Triton without a Generate call to the inference service."""
+    own = {k: v for k, v in platform.env.items() if not k.startswith("LLMOPS_GATEWAY_")}
+    own |= {"LLMOPS_GATEWAY_HTTP_ADDR": f"127.0.0.1:{free_port()}", "LLMOPS_ROUTING": "local"}
+    gateway = ServiceProcess("gateway", platform.nats_url, tmp_path, **own)
+    method = "/llmops.v1.Inference/Generate"
+    gateway.start()
+    try:
+        await gateway.wait_healthy()
+        before = sample(
+            scrape(platform, "inference"), "llmops_grpc_request_seconds_count", method=method
+        )
+        reply = await gateway_pb2_grpc.GatewayStub(gateway.channel).ChatOnce(
+            ask("What does error E-417 mean?", retrieval_off=True, no_cache=True),
+            metadata=(("authorization", f"Bearer {platform.api_key}"),),
+            timeout=TIMEOUT,
+        )
+        after = sample(
+            scrape(platform, "inference"), "llmops_grpc_request_seconds_count", method=method
+        )
+    finally:
+        gateway.stop()
+        await gateway.close()
+    assert reply.final.model_used == ANSWERER and reply.text
+    assert after == before
