@@ -12,16 +12,11 @@ from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DataError
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
 from analytics.settings import AnalyticsSettings
 
-# Errors about the values of particular rows (raised while serialising them),
-# as opposed to ClickHouse being unreachable, full or misconfigured.
-ROW_ERRORS = (DataError, ValueError, TypeError, OverflowError)
-
-__all__ = ["ROW_ERRORS", "ClickHouseError", "connect", "describe"]
+__all__ = ["ClickHouseError", "connect", "describe"]
 
 
 def connect(settings: AnalyticsSettings, *, database: str | None = None) -> Client:
@@ -36,6 +31,8 @@ def connect(settings: AnalyticsSettings, *, database: str | None = None) -> Clie
         )
     path = settings.chdb_dir.resolve()
     path.mkdir(parents=True, exist_ok=True)
+    # Inserts send their protobuf schema as text, and chDB keeps a copy of each in the
+    # working directory's __cache__/ (whatever format_schema_path says): a few KB, once.
     return clickhouse_connect.get_client(dsn=f"chdb://{path}", database=database)
 
 

@@ -1,5 +1,8 @@
 """The analytics stage: a batch of events from JetStream becomes one insert per table.
 
+The events go in as the protobuf messages they are: ClickHouse parses them and
+its views make the rows (analytics.tables).
+
 Acks come after the insert (the stage runner settles each message once this
 returns), so an event is in ClickHouse before JetStream forgets it. A
 redelivered event may already be stored (the insert landed, the ack did
@@ -23,9 +26,9 @@ from dataclasses import dataclass, field
 
 from clickhouse_connect.driver.client import Client
 
-from analytics.clickhouse import ROW_ERRORS, ClickHouseError
+from analytics.clickhouse import ClickHouseError
 from analytics.rollups import RollupRepair
-from analytics.tables import EVENTS_WHERE, EventTable, Row, decode, events_where
+from analytics.tables import EVENTS_WHERE, EventTable, Key, decode, events_where, insert
 from llmops import metrics
 from llmops.bus.stage import Delivery, PoisonMessage, Unavailable
 from llmops.logging import get_logger
@@ -38,10 +41,11 @@ _RETRY_S = (0.2, 0.5, 1.0, 2.0)
 
 @dataclass
 class _Pending:
-    """One table's part of a batch: its deliveries and their rows, index for index."""
+    """One table's part of a batch: its deliveries, their keys and messages, index for index."""
 
     deliveries: list[Delivery] = field(default_factory=list)
-    rows: list[Row] = field(default_factory=list)
+    keys: list[Key] = field(default_factory=list)
+    messages: list[bytes] = field(default_factory=list)
     inserted: bool = False
 
 
@@ -57,14 +61,15 @@ class EventWriter:
         pending: dict[str, tuple[EventTable, _Pending]] = {}
         for d in batch:
             try:
-                table, row = decode(d.msg.subject, d.data)
+                table, key, message = decode(d.msg.subject, d.data)
             except PoisonMessage as exc:
                 d.fail(exc)
                 continue
-            d.tenant = row[1]
+            d.tenant = key[1]
             part = pending.setdefault(table.table, (table, _Pending()))[1]
             part.deliveries.append(d)
-            part.rows.append(row)
+            part.keys.append(key)
+            part.messages.append(message)
         deadline = time.monotonic() + self._hold_s
         attempt = 0
         while True:
@@ -82,24 +87,20 @@ class EventWriter:
                 await asyncio.sleep(delay)
 
     def _write(self, parts: list[tuple[EventTable, _Pending]], retry: bool) -> None:
-        """Insert every table's rows (in a worker thread: the client blocks).
+        """Insert every table's events (in a worker thread: the client blocks).
 
-        On a retry any row may have landed (an insert can fail after the server
-        committed it), so every row is checked, not only redeliveries.
+        On a retry any event may have landed (an insert can fail after the server
+        committed it), so every event is checked, not only redeliveries.
         """
         client = self._client.value
         for table, part in parts:
             if part.inserted:
                 continue
             self._skip_stored(client, table, part, retry)
-            if part.rows:
-                try:
-                    client.insert(table.table, part.rows, column_names=table.columns)
-                except ROW_ERRORS:
-                    self._insert_one_by_one(client, table, part)
+            if part.messages:
+                insert(client, table, part.messages)
             part.inserted = True
-            stored = sum(1 for d in part.deliveries if d.error is None)
-            metrics.ANALYTICS_ROWS.labels(table.table).inc(stored)
+            metrics.ANALYTICS_ROWS.labels(table.table).inc(len(part.messages))
 
     def _skip_stored(self, client: Client, table: EventTable, part: _Pending, retry: bool) -> None:
         """Drop events that are in the table already (acked without a second insert), after
@@ -108,31 +109,20 @@ class EventWriter:
         again = [i for i, d in enumerate(part.deliveries) if retry or d.deliveries > 1]
         if not again or table.revisions:
             return
-        rows = [part.rows[i] for i in again]
+        keys = [part.keys[i] for i in again]
         stored = {
             r[0]
             for r in client.query(
                 f"SELECT event_id FROM {table.table} WHERE {EVENTS_WHERE}",
-                parameters=events_where(rows),
+                parameters=events_where(keys),
             ).result_rows
         }
         if not stored:
             return
         # Its views may have missed it (a crash between the table's part and theirs).
-        self._rollups.repair(client, table.table, events_where([r for r in rows if r[2] in stored]))
-        kept_deliveries, kept_rows = [], []
-        for d, row in zip(part.deliveries, part.rows, strict=True):
-            if row[2] in stored:
-                metrics.ANALYTICS_DUPLICATES.labels(table.table).inc()
-                continue
-            kept_deliveries.append(d)
-            kept_rows.append(row)
-        part.deliveries[:], part.rows[:] = kept_deliveries, kept_rows
-
-    def _insert_one_by_one(self, client: Client, table: EventTable, part: _Pending) -> None:
-        """A row the client cannot serialise: insert the rest, dead-letter that one."""
-        for d, row in zip(part.deliveries, part.rows, strict=True):
-            try:
-                client.insert(table.table, [row], column_names=table.columns)
-            except ROW_ERRORS as exc:
-                d.fail(PoisonMessage(f"{table.table}: a value does not fit: {exc}", tenant=row[1]))
+        self._rollups.repair(client, table.table, events_where([k for k in keys if k[2] in stored]))
+        kept = [i for i, k in enumerate(part.keys) if k[2] not in stored]
+        metrics.ANALYTICS_DUPLICATES.labels(table.table).inc(len(part.keys) - len(kept))
+        part.deliveries[:] = [part.deliveries[i] for i in kept]
+        part.keys[:] = [part.keys[i] for i in kept]
+        part.messages[:] = [part.messages[i] for i in kept]

@@ -1,6 +1,6 @@
 """Migration 0005 and the evaluation rows in embedded chDB: a fresh database and one
-upgraded from 0004 end the same, every event table matches its row builder, and the
-new events round-trip through `decode` and an insert.
+upgraded from 0004 end the same, every event table matches what its input view writes,
+and the new events round-trip through `decode` and an insert.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from analytics.tables import (
     INTERACTIONS,
     EventTable,
     decode,
+    insert,
 )
 from llmops.bus.topology import (
     DRIFT_EVENTS,
@@ -52,8 +53,7 @@ def _columns(ch: Client, table: str) -> list[tuple[str, str]]:
 
 
 def _insert(ch: Client, table: EventTable, subject: str, *events: Any) -> None:
-    rows = [decode(subject, e.SerializeToString())[1] for e in events]
-    ch.insert(table.table, rows, column_names=table.columns)
+    insert(ch, table, [decode(subject, e.SerializeToString())[2] for e in events])
 
 
 @pytest.fixture
@@ -74,16 +74,18 @@ def upgraded(settings: AnalyticsSettings, tmp_path: Path) -> Iterator[Client]:
             f"INSERT INTO {table} (time, tenant, event_id) "
             f"VALUES (fromUnixTimestamp64Milli({time_ms}), 'acme', 'old')"
         )
-    assert [m.version for m in migrate(client, load_migrations(settings.migrations_dir))] == [5]
+    applied = migrate(client, load_migrations(settings.migrations_dir))
+    assert [m.version for m in applied] == [5, 6]
     yield client
     client.command(f"DROP DATABASE IF EXISTS {database}")
     client.close()
 
 
-def test_each_event_table_is_what_its_row_builder_writes(ch: Client) -> None:
+def test_each_event_table_is_what_its_input_view_writes(ch: Client) -> None:
     for table in EVENT_TABLES:
         names = [c for c, _ in _columns(ch, table.table)]
-        assert names == [*table.columns, "inserted_at"], table.table
+        assert names[-1] == "inserted_at", table.table
+        assert [c for c, _ in _columns(ch, f"{table.input}_mv")] == names[:-1], table.table
 
 
 def test_an_upgraded_database_ends_like_a_fresh_one(ch: Client, upgraded: Client) -> None:
@@ -219,9 +221,9 @@ def test_a_drift_event_is_stored_whole(ch: Client) -> None:
         n_reference=5000,
         n_recent=-1,
     )
-    table, row = decode(DRIFT_EVENTS, event.SerializeToString())
+    table, _, message = decode(DRIFT_EVENTS, event.SerializeToString())
     assert table.table == "drift_events"
-    ch.insert(table.table, [row], column_names=table.columns)
+    insert(ch, table, [message])
     stored = ch.query(
         "SELECT signal, method, statistic, p_value, threshold, drifted, reference_start, "
         "recent_end, n_reference, n_recent FROM drift_events"

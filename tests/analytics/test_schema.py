@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.client import Client
+from google.protobuf.descriptor import Descriptor
 
+from analytics.protoschema import descriptor
 from analytics.rollups import ROLLUPS
 from analytics.schema import (
     MigrationError,
@@ -94,14 +96,40 @@ def test_retention_leaves_tables_that_are_not_merge_trees_alone(ch: Client) -> N
 
 
 def test_each_rollup_spec_matches_its_view(ch: Client) -> None:
-    """The repair recomputes a rollup's buckets with `bucket_of`: it must be the view's own."""
+    """The repair recomputes a rollup's buckets with `bucket_of`: it must be the view's own.
+    Every other view is an event table's input view (the writer's checks cover those)."""
     selects = dict(
         ch.query(
             "SELECT name, as_select FROM system.tables WHERE database = currentDatabase() "
             "AND engine = 'MaterializedView'"
         ).result_rows
     )
-    assert set(selects) == {r.view for r in ROLLUPS}
+    inputs = {f"{t.input}_mv": t for t in EVENT_TABLES}
+    assert set(selects) == {r.view for r in ROLLUPS} | set(inputs)
+    for view, t in inputs.items():
+        assert selects[view].endswith(f" FROM {ch.database}.{t.input}"), view
     for r in ROLLUPS:
         assert f"SELECT {r.bucket_of}(time) AS {r.bucket}, tenant," in selects[r.view]
         assert f" FROM {ch.database}.{r.source} " in selects[r.view]
+
+
+def _is_field(message: Descriptor, column: str) -> bool:
+    """Whether ClickHouse's Protobuf format reads `column` from a field of `message`
+    (a nested message's field as `outer_inner`)."""
+    for f in message.fields:
+        if column == f.name:
+            return True
+        inner = column.removeprefix(f"{f.name}_")
+        if f.message_type is not None and inner != column and _is_field(f.message_type, inner):
+            return True
+    return False
+
+
+def test_each_input_column_is_a_field_of_its_message(ch: Client) -> None:
+    """ClickHouse fills a column that names no field with its default, silently: a
+    misspelt input column would store empty values, so each must name a field."""
+    for t in EVENT_TABLES:
+        columns = [str(r[0]) for r in ch.query(f"DESCRIBE TABLE {t.input}").result_rows]
+        assert {"event_id", "tenant", "time_seconds", "time_nanos"} <= set(columns), t.input
+        strays = [c for c in columns if not _is_field(descriptor(t.message), c)]
+        assert not strays, f"{t.input}: {strays} are no fields of {t.message.__name__}"
