@@ -10,7 +10,10 @@ claims, next to the published figures, and the 300 train claims of
 Before and after, side by side on one index: the platform first runs with the previous
 hybrid fusion (``LLMOPS_HYBRID_FUSION=rrf``), is stopped, and comes back on the same data
 dir with the shipped default (DBSF); dense and sparse do not depend on it and must agree.
-Search latency over gRPC at 1, 8 and 32 concurrent clients is measured after.
+Search latency over gRPC at 1, 8 and 32 concurrent clients is measured after, on queries
+asked once each (the corpus titles, never a claim scored before), so every query is
+embedded: retrieval keeps the vectors of recent queries, and a repeated query would
+measure that cache instead of the search path.
 
     .venv/bin/python bench/retrieval.py                        # full run, own platform
     .venv/bin/python bench/retrieval.py --limit-queries 20     # smoke run (~500 docs)
@@ -46,6 +49,7 @@ from bench.ir_metrics import (  # noqa: E402
 )
 from tests.support import run_platform  # noqa: E402
 
+from bench import procs  # noqa: E402
 from llmops.bus.events import status_name  # noqa: E402
 from llmops.docclient import DocumentClient  # noqa: E402
 from llmops.grpcutil import channel  # noqa: E402
@@ -63,6 +67,9 @@ MODES = {
 }
 MAX_K = 1000  # services/retrieval/settings.py: search_max_k
 PUBLISHED_FOR = {"dense": "all-MiniLM-L6-v2", "sparse": "BM25"}  # model name contains this
+CLIENTS = (1, 8, 32)  # concurrent clients of the latency runs
+LATENCY_TOP_K = 10
+WARMUP = 3  # distinct queries per client before the clock starts
 
 
 def select(
@@ -192,11 +199,21 @@ async def evaluate(
     return results
 
 
+def latency_queries(corpus: dict[str, Doc], asked: set[str]) -> list[str]:
+    """Distinct query-length texts no earlier search asked: the corpus titles."""
+    titles = dict.fromkeys(t for doc in corpus.values() if (t := doc["title"].strip()))
+    return [t for t in titles if t not in asked]
+
+
 async def latency(
-    address: str, queries: list[str], clients: int, rounds: int, k: int
+    address: str, queries: list[str], warmup: list[str], clients: int, pids: dict[str, int]
 ) -> dict[str, float]:
-    """Each client has its own channel; all pull from one shared list of queries x rounds."""
-    work = iter([q for _ in range(rounds) for q in queries])
+    """Each client has its own channel; all pull from one shared list, each query asked once.
+
+    CPU per query is counted for the processes in `pids` and for this client, so that
+    a machine busy with other work still shows what one search costs."""
+    work = iter(queries)
+    k = LATENCY_TOP_K
     samples: list[float] = []
     request_for = retrieval_pb2.SearchRequest
 
@@ -210,16 +227,19 @@ async def latency(
 
     async with contextlib.AsyncExitStack() as stack:
         channels = [await stack.enter_async_context(channel(address)) for _ in range(clients)]
-        for ch in channels:  # connect and warm up outside the measurement
+        for i, ch in enumerate(channels):  # connect and warm up outside the measurement
             await ch.channel_ready()
-            for text in queries[:3]:
+            for text in warmup[i * WARMUP : (i + 1) * WARMUP]:
                 await retrieval_pb2_grpc.RetrievalStub(ch).Search(
                     request_for(tenant=TENANT, query=text, top_k=k, mode=MODES["hybrid"]),
                     timeout=60,
                 )
-        started = time.perf_counter()
+        cpu0 = {name: procs.cpu_s(pid) for name, pid in pids.items()}
+        client0, started = time.process_time(), time.perf_counter()
         await asyncio.gather(*(client(ch) for ch in channels))
         wall = time.perf_counter() - started
+        cpu = {name: procs.cpu_s(pid) - cpu0[name] for name, pid in pids.items()}
+        cpu["client"] = time.process_time() - client0
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
     return {
         "clients": clients,
@@ -229,6 +249,7 @@ async def latency(
         "p99_ms": cuts[98],
         "qps": len(samples) / wall,
         "wall_s": wall,
+        **{f"cpu_ms_per_query_{name}": s * 1000 / len(samples) for name, s in cpu.items()},
     }
 
 
@@ -302,13 +323,16 @@ def report(
         print(f"before: {FUSION_ENV}={PHASES['before']}; after: {PHASES['after']} (the default)")
     if subset:
         print("NOTE: a subset of queries/docs: NOT comparable to the published figures")
-    print("\nSearch latency over gRPC (hybrid, top_k=10, measured by the client)")
-    print("clients | requests |  p50 ms |  p95 ms |  p99 ms |    q/s")
-    print("-" * 60)
+    print("\nSearch latency over gRPC (hybrid, top_k=10, distinct queries, measured by the client)")
+    cpu = [key for key in lat[0] if key.startswith("cpu_ms_per_query_")]
+    names = ", ".join(key.removeprefix("cpu_ms_per_query_") for key in cpu)
+    print(f"clients | requests |  p50 ms |  p95 ms |  p99 ms |    q/s | CPU ms/query: {names}")
+    print("-" * (76 + len(names)))
     for r in lat:
         print(
             f"{r['clients']:>7} | {r['requests']:>8} | {r['p50_ms']:>7.1f} | {r['p95_ms']:>7.1f} "
-            f"| {r['p99_ms']:>7.1f} | {r['qps']:>6.1f}"
+            f"| {r['p99_ms']:>7.1f} | {r['qps']:>6.1f} | "
+            + " / ".join(f"{r[key]:.2f}" for key in cpu)
         )
 
 
@@ -325,15 +349,23 @@ async def ingest_all(args: argparse.Namespace, nats_url: str, corpus: dict[str, 
 
 
 async def quality_and_latency(
-    args: argparse.Namespace, address: str, sets: QuerySets
+    args: argparse.Namespace,
+    address: str,
+    corpus: dict[str, Doc],
+    sets: QuerySets,
+    pids: dict[str, int],
 ) -> tuple[Quality, list[dict[str, float]]]:
     print(f"evaluating (top_k={args.eval_k} chunks per query)", flush=True)
     quality = await measure(address, sets, args.eval_k)
+    asked = {text for queries, _ in sets.values() for text in queries.values()}
+    pool = latency_queries(corpus, asked)
+    warmup, pool = pool[: WARMUP * max(CLIENTS)], pool[WARMUP * max(CLIENTS) :]
+    n = min(args.latency_queries, len(pool) // len(CLIENTS))
     lat = []
-    test_queries = list(sets["test"][0].values())
-    for clients in (1, 8, 32):
-        print(f"latency: {clients} client(s), {args.rounds} round(s)", flush=True)
-        lat.append(await latency(address, test_queries, clients, args.rounds, 10))
+    for i, clients in enumerate(CLIENTS):
+        print(f"latency: {clients} client(s), {n} distinct queries", flush=True)
+        queries = pool[i * n : (i + 1) * n]
+        lat.append(await latency(address, queries, warmup, clients, pids))
     return quality, lat
 
 
@@ -344,7 +376,7 @@ def run(args: argparse.Namespace, corpus: dict[str, Doc], sets: QuerySets) -> di
         if args.nats_url:
             ing = asyncio.run(ingest_all(args, args.nats_url, corpus))
             phases["as configured"], lat = asyncio.run(
-                quality_and_latency(args, args.retrieval_addr, sets)
+                quality_and_latency(args, args.retrieval_addr, corpus, sets, {})
             )
         else:
             data_dir = args.data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -361,8 +393,9 @@ def run(args: argparse.Namespace, corpus: dict[str, Doc], sets: QuerySets) -> di
                 print(f"restarting on the same data dir with {FUSION_ENV}={PHASES['after']}")
             restart = {**env, FUSION_ENV: PHASES["after"]}
             with run_platform(data_dir, env=restart, timeout_s=300) as platform:
+                pids = {name: platform.pid(name) for name in ("retrieval", "embedding")}
                 phases["after"], lat = asyncio.run(
-                    quality_and_latency(args, platform.addr("retrieval"), sets)
+                    quality_and_latency(args, platform.addr("retrieval"), corpus, sets, pids)
                 )
     subset = args.limit_queries is not None or args.limit_docs is not None
     report(phases, sets, lat, subset)
@@ -382,7 +415,12 @@ def run(args: argparse.Namespace, corpus: dict[str, Doc], sets: QuerySets) -> di
         "settings": {"before": {FUSION_ENV: PHASES["before"]}, "after": {FUSION_ENV: "default"}},
         "quality": phases,
         "published": json.loads((DATA / "published.json").read_text()),
-        "latency": {"mode": "hybrid", "top_k": 10, "rounds": args.rounds, "runs": lat},
+        "latency": {
+            "mode": "hybrid",
+            "top_k": LATENCY_TOP_K,
+            "queries": "distinct corpus titles, each asked once",
+            "runs": lat,
+        },
     }
 
 
@@ -394,7 +432,9 @@ def main() -> int:
     p.add_argument("--limit-queries", type=int, help="first N test queries (implies ~25N docs)")
     p.add_argument("--limit-docs", type=int, help="N docs, always keeping the judged ones")
     p.add_argument("--eval-k", type=int, default=300, help="chunks per query for quality")
-    p.add_argument("--rounds", type=int, default=2, help="latency rounds over the queries")
+    p.add_argument(
+        "--latency-queries", type=int, default=1000, help="distinct queries per client count"
+    )
     p.add_argument("--ingest-timeout", type=float, default=3600.0)
     p.add_argument("--settle-s", type=float, default=15.0, help="quiet time after ingesting")
     p.add_argument("--skip-before", action="store_true", help="only the shipped defaults")

@@ -6,13 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from llmops.settings import CommonSettings
+from llmops.encoder.settings import EncoderSettings
 
 
-class EmbeddingSettings(CommonSettings):
-    embedding_variant: Literal["int8", "fp32"] = Field(
-        "int8", description="int8: 2x faster on CPU, same retrieval quality (DESIGN.md)"
-    )
+class EmbeddingSettings(EncoderSettings):
     embedding_device: Literal["auto", "cpu", "cuda"] = "auto"
     embedding_batch_size: int = Field(32, description="texts per ONNX Runtime call")
     embedding_threads: int | None = Field(None, description="ONNX intra-op threads; None = cores")

@@ -7,11 +7,11 @@ import asyncio
 
 from llmops.bus.events import failure_events
 from llmops.bus.topology import RETRIEVAL_CONSUMER
-from llmops.grpcutil import channel
 from llmops.service import Loaded, ServiceApp
-from llmops.v1 import embedding_pb2_grpc, retrieval_pb2, retrieval_pb2_grpc
+from llmops.v1 import retrieval_pb2, retrieval_pb2_grpc
 from retrieval.handlers import STAGE, IndexHandler, RetrievalServicer
 from retrieval.maintenance import AnswerExpiry, IdleOptimizer
+from retrieval.query_embedding import query_embedder
 from retrieval.settings import RetrievalSettings
 from retrieval.store import AnswerStore, VectorStore, open_answer_store, open_store
 
@@ -28,14 +28,7 @@ def create_app(settings: RetrievalSettings) -> ServiceApp:
     )
     store: Loaded[VectorStore] = Loaded("the vector store")
     answers: Loaded[AnswerStore] = Loaded("the answer cache")
-    stubs: dict[str, embedding_pb2_grpc.EmbeddingStub] = {}
-
-    def embedder() -> embedding_pb2_grpc.EmbeddingStub:
-        # One channel for the process, made lazily inside the running event loop.
-        if "stub" not in stubs:
-            stubs["stub"] = embedding_pb2_grpc.EmbeddingStub(channel(settings.embedding_addr))
-        return stubs["stub"]
-
+    embedder = query_embedder(settings)
     servicer = RetrievalServicer(store, embedder, settings, answers)
 
     optimizer = IdleOptimizer(
@@ -71,8 +64,10 @@ def create_app(settings: RetrievalSettings) -> ServiceApp:
             if opened is not None:
                 opened.close()
 
+    app.on_startup(embedder.start)
     app.on_startup(open_the_store)
     app.on_shutdown(close_the_store)
+    app.on_shutdown(embedder.close)
     app.add_grpc(
         lambda server: retrieval_pb2_grpc.add_RetrievalServicer_to_server(servicer, server)
     )

@@ -22,14 +22,8 @@ from llmops.bus.stage import Delivery, PoisonMessage
 from llmops.logging import get_logger
 from llmops.service import Loaded
 from llmops.tracing import span
-from llmops.v1 import (
-    documents_pb2,
-    embedding_pb2,
-    embedding_pb2_grpc,
-    events_pb2,
-    retrieval_pb2,
-    retrieval_pb2_grpc,
-)
+from llmops.v1 import documents_pb2, events_pb2, retrieval_pb2, retrieval_pb2_grpc
+from retrieval.query_embedding import QueryEmbedder, QueryEmbeddingUnavailable
 from retrieval.settings import RetrievalSettings
 from retrieval.store import (
     AnswerLookup,
@@ -130,7 +124,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
     def __init__(
         self,
         store: Loaded[VectorStore],
-        embedder: Callable[[], embedding_pb2_grpc.EmbeddingStub],
+        embedder: QueryEmbedder,
         settings: RetrievalSettings,
         answers: Loaded[AnswerStore] | None = None,
         clock: Callable[[], float] = time.time,
@@ -255,23 +249,17 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServicer):
         return oldest
 
     async def _embed(self, text: str, context: grpc.aio.ServicerContext, needs: str) -> list[float]:
-        """The text's vector from the LRU, else from the embedding service (UNAVAILABLE if down)."""
+        """The text's vector from the LRU, else from the query embedder (UNAVAILABLE if down)."""
         cached = self._vectors.get(text)
         if cached is not None:
             return cached
         remaining = context.time_remaining()
         timeout = min(self._settings.query_timeout_s, remaining or self._settings.query_timeout_s)
         try:
-            reply = await self._embedder().Embed(
-                embedding_pb2.EmbedRequest(texts=[text]), timeout=timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            log.warning("search.embedding_unavailable", code=exc.code().name)
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                f"the embedding service did not embed the query ({exc.code().name}): {needs}",
-            )
-        vector = list(reply.vectors[0].values)
+            vector = await self._embedder.embed(text, timeout)
+        except QueryEmbeddingUnavailable as exc:
+            log.warning("search.embedding_unavailable", error=str(exc))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}: {needs}")
         self._vectors.put(text, vector)
         return vector
 

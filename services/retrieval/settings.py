@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
-from llmops.settings import CommonSettings
+from llmops.encoder.settings import EncoderSettings
 from retrieval.store.points import DEFAULT_FUSION, Fusion
 
 
-class RetrievalSettings(CommonSettings):
+class RetrievalSettings(EncoderSettings):
     qdrant_url: str | None = Field(None, description="Qdrant server/cluster; unset = embedded Edge")
     qdrant_api_key: str | None = None
     search_default_k: int = 5
@@ -17,7 +19,14 @@ class RetrievalSettings(CommonSettings):
         DEFAULT_FUSION,
         description="how hybrid search merges dense and BM25: dbsf (scores) or rrf (ranks)",
     )
-    query_timeout_s: float = Field(5.0, description="deadline for embedding a query")
+    query_embedding: Literal["local", "remote"] = Field(
+        "local",
+        description="embed queries with the model in this process, or ask the embedding service",
+    )
+    query_embedding_workers: int = Field(
+        2, ge=1, description="queries embedded at once in-process (one ONNX Runtime thread each)"
+    )
+    query_timeout_s: float = Field(5.0, description="deadline for embedding a query remotely")
     index_batch_size: int = 64
     optimize_after_chunks: int = Field(1000, description="changed chunks before an optimise")
     optimize_idle_s: float = Field(5.0, description="quiet seconds before an optimise")

@@ -7,7 +7,7 @@ close to the question's, an unrelated question a nearly orthogonal one.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,6 +20,7 @@ from llmops.service import Loaded
 from llmops.v1 import embedding_pb2, retrieval_pb2
 from retrieval.handlers import RetrievalServicer
 from retrieval.maintenance import AnswerExpiry
+from retrieval.query_embedding import RemoteQueryEmbedder
 from retrieval.settings import RetrievalSettings
 from retrieval.store import (
     AnswerLookup,
@@ -262,24 +263,19 @@ class Context:
         raise Aborted(code, details)
 
 
-class Down(grpc.aio.AioRpcError):
-    def __init__(self) -> None:
-        super().__init__(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
-
-
 class Embedder:
-    """Embeds text as its hash-seeded unit vector; `aliases` maps a paraphrase to its original."""
+    """Embeds text as its hash-seeded unit vector; `aliases` maps a paraphrase to its original.
+
+    Stands in for the embedding service's stub so that a paraphrase's score is chosen
+    here; the real model and service: test_query_embedding.py (down included)."""
 
     def __init__(self, aliases: dict[str, list[float]] | None = None) -> None:
         self.calls: list[str] = []
-        self.down = False
         self.aliases = aliases or {}
 
     async def Embed(
         self, request: embedding_pb2.EmbedRequest, **_: object
     ) -> embedding_pb2.EmbedResponse:
-        if self.down:
-            raise Down()
         self.calls.extend(request.texts)
         vectors = [self.aliases.get(t) or unit(t) for t in request.texts]
         return embedding_pb2.EmbedResponse(
@@ -298,7 +294,9 @@ def service(tmp_path: Path) -> Iterator[tuple[RetrievalServicer, Embedder, list[
     now = [NOW_MS / 1000]
     settings = RetrievalSettings(answer_cache_ttl_s=3600)
     stub: Any = embedder
-    servicer = RetrievalServicer(stores, lambda: stub, settings, answer_box, lambda: now[0])
+    servicer = RetrievalServicer(
+        stores, RemoteQueryEmbedder(lambda: stub), settings, answer_box, lambda: now[0]
+    )
     yield servicer, embedder, now
     docs.close()
     cache.close()
@@ -380,20 +378,3 @@ async def test_invalid_requests_are_refused(
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert message in refused.value.details
     assert embedder.calls == []
-
-
-async def test_embedding_down_is_unavailable(
-    service: tuple[RetrievalServicer, Embedder, list[float]],
-) -> None:
-    servicer, embedder, _ = service
-    embedder.down = True
-    requests: Sequence[tuple[str, Any]] = [
-        ("LookupAnswer", retrieval_pb2.LookupAnswerRequest(question="q")),
-        ("StoreAnswer", retrieval_pb2.StoreAnswerRequest(question="q", answer=b"a")),
-    ]
-    for rpc, request_ in requests:
-        with pytest.raises(Aborted) as refused:
-            await getattr(servicer, rpc)(request_, Context())
-        assert refused.value.code == grpc.StatusCode.UNAVAILABLE
-        assert "embedding service" in refused.value.details
-        assert "answer cache" in refused.value.details

@@ -13,6 +13,7 @@ import pytest
 from llmops.service import Loaded
 from llmops.v1 import retrieval_pb2
 from retrieval.handlers import RetrievalServicer
+from retrieval.query_embedding import query_embedder
 from retrieval.settings import RetrievalSettings
 from retrieval.store import EdgeStore, VectorStore
 from tests.retrieval.test_answers import Aborted, Context
@@ -61,7 +62,7 @@ async def test_the_handler_scopes_to_the_request_tenant_and_bounds_the_ids(tmp_p
     box: Loaded[VectorStore] = Loaded("docs")
     box.set(edge)
     settings = RetrievalSettings(search_max_k=3)
-    servicer = RetrievalServicer(box, lambda: None, settings)  # type: ignore[arg-type,return-value]
+    servicer = RetrievalServicer(box, query_embedder(settings), settings)  # never started
     context: Any = Context()
     ids = [c.chunk_id for c in reversed(chunks)]
     reply = await servicer.GetChunks(retrieval_pb2.GetChunksRequest(chunk_ids=ids), context)
