@@ -9,7 +9,6 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from ingestion.pipeline import DocumentPipeline
@@ -146,7 +145,9 @@ async def test_state_survives_a_full_restart(tmp_path: Path) -> None:
 
 
 async def test_search_when_the_embedding_service_is_down(crash_platform: Platform) -> None:
-    """Dense and hybrid search say UNAVAILABLE clearly; BM25-only search keeps working."""
+    """Retrieval embeds queries itself (LLMOPS_QUERY_EMBEDDING=local): every search mode keeps
+    answering with the embedding service hung; `llmops status` says it is down. (The remote
+    form's clear UNAVAILABLE is tests/retrieval/test_query_embedding.py's.)"""
     client = await DocumentClient.connect(crash_platform.nats_url)
     await client.watch()
     d = document(7)
@@ -160,12 +161,9 @@ async def test_search_when_the_embedding_service_is_down(crash_platform: Platfor
         async with channel(crash_platform.addr("retrieval")) as ch:
             stub = retrieval_pb2_grpc.RetrievalStub(ch)
             request = retrieval_pb2.SearchRequest(tenant=TENANT, query="part number", top_k=3)
-            with pytest.raises(grpc.aio.AioRpcError) as down:
-                await stub.Search(request, timeout=30)
-            assert down.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert "embedding service" in (down.value.details() or "")
-            request.mode = retrieval_pb2.SEARCH_MODE_SPARSE
-            assert len((await stub.Search(request, timeout=30)).hits) == 3
+            for mode in (retrieval_pb2.SEARCH_MODE_HYBRID, retrieval_pb2.SEARCH_MODE_SPARSE):
+                request.mode = mode
+                assert len((await stub.Search(request, timeout=30)).hits) == 3
         status = crash_platform.cli("status")
         assert status.returncode == 1 and "down" in status.stdout
     finally:
