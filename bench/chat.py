@@ -406,9 +406,7 @@ NO_GUARD_POLICY = f"tenant: {TENANT}\nname: {NO_GUARD}\ndescription: guardrails 
 def remote_gateway(p: Platform, tmp: Path) -> ServiceProcess:
     """A second gateway on the same platform that sends every alias to the inference service
     (LLMOPS_ROUTING=remote): the router's remote form, measured beside the in-process one."""
-    own = {k: v for k, v in p.env.items() if not k.startswith("LLMOPS_GATEWAY_")}
-    own |= {"LLMOPS_GATEWAY_HTTP_ADDR": f"127.0.0.1:{free_port()}", "LLMOPS_ROUTING": "remote"}
-    gateway = ServiceProcess("gateway", p.nats_url, tmp / "remote-gateway", **own)
+    gateway = p.another_gateway(tmp / "remote-gateway", LLMOPS_ROUTING="remote")
     gateway.start()
     return gateway
 

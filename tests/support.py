@@ -90,6 +90,14 @@ def nats_server(store_dir: Path, port: int | None = None) -> Iterator[str]:
         log.close()
 
 
+# What a second gateway of a platform must not share with the first: its addresses.
+_GATEWAY_ADDRESSES = (
+    "LLMOPS_GATEWAY_ADDR",
+    "LLMOPS_GATEWAY_HTTP_ADDR",
+    "LLMOPS_GATEWAY_METRICS_PORT",
+)
+
+
 @dataclass
 class Platform:
     """A platform started by the real `llmops up`, on free ports, in its own data dir."""
@@ -101,6 +109,13 @@ class Platform:
 
     def state(self) -> dict[str, object]:
         return dict(json.loads((self.data_dir / "platform.json").read_text()))
+
+    def another_gateway(self, data_dir: Path, **env: str) -> ServiceProcess:
+        """A second gateway on this platform's NATS and services, on ports of its own
+        (not started yet); `env` adds or overrides settings."""
+        own = {k: v for k, v in self.env.items() if k not in _GATEWAY_ADDRESSES}
+        own |= {"LLMOPS_GATEWAY_HTTP_ADDR": f"127.0.0.1:{free_port()}", **env}
+        return ServiceProcess("gateway", self.nats_url, data_dir, **own)
 
     @property
     def nats_url(self) -> str:

@@ -18,7 +18,7 @@ from llmops.v1 import gateway_pb2_grpc, inference_pb2, inference_pb2_grpc
 from tests.e2e.gateway_support import ask
 from tests.e2e.test_observability import sample, scrape
 from tests.inference.openai_mock import serve
-from tests.support import ROOT, Platform, ServiceProcess, free_port, run_platform
+from tests.support import ROOT, Platform, free_port, run_platform
 from tests.triton.test_causal_lm import reference
 from tests.triton.test_extractive_answerer import E417, PASSAGES  # the same sample passages
 
@@ -333,9 +333,7 @@ async def test_a_gateway_with_local_routing_calls_triton_itself(
 ) -> None:
     """LLMOPS_ROUTING=local: the gateway routes even Triton aliases in-process, so the answer
     comes from Triton without a Generate call to the inference service."""
-    own = {k: v for k, v in platform.env.items() if not k.startswith("LLMOPS_GATEWAY_")}
-    own |= {"LLMOPS_GATEWAY_HTTP_ADDR": f"127.0.0.1:{free_port()}", "LLMOPS_ROUTING": "local"}
-    gateway = ServiceProcess("gateway", platform.nats_url, tmp_path, **own)
+    gateway = platform.another_gateway(tmp_path, LLMOPS_ROUTING="local")
     method = "/llmops.v1.Inference/Generate"
     gateway.start()
     try:

@@ -22,7 +22,7 @@ from llmops.grpcutil import channel
 from llmops.spend import Spend, period_start, spend_key
 from llmops.v1 import gateway_pb2_grpc
 from tests.e2e.gateway_support import Tenant, ask, interaction_events, new_tenant, openai_client
-from tests.support import ROOT, Platform, ServiceProcess, free_port
+from tests.support import ROOT, Platform
 
 QUESTION = "Which port does Falcon listen on for admin requests?"
 
@@ -158,19 +158,7 @@ async def test_two_gateway_replicas_hold_a_budget_to_one_request_each(
     spent = int(await _counted(platform, tenant.name, 1))
     limit = spent + 12 * cost
     _cli(platform, "budget", "set", "--tenant", tenant.name, "--daily", str(Decimal(limit) / 10**9))
-    own = {
-        k: v
-        for k, v in platform.env.items()
-        if k
-        not in ("LLMOPS_GATEWAY_ADDR", "LLMOPS_GATEWAY_HTTP_ADDR", "LLMOPS_GATEWAY_METRICS_PORT")
-    }
-    second = ServiceProcess(
-        "gateway",
-        platform.nats_url,
-        tmp_path,
-        LLMOPS_GATEWAY_HTTP_ADDR=f"127.0.0.1:{free_port()}",
-        **own,
-    )
+    second = platform.another_gateway(tmp_path)
     second.start()
     try:
         await second.wait_healthy()
