@@ -10,6 +10,12 @@ Long texts are never encoded whole (0.27 ms a token here): a text up to
 `FULL_TOKENS` tokens is one window; a longer one is cut at sentence ends into
 windows of about `WINDOW_TOKENS` tokens, and only the first window, the ones a
 scanner's cue pattern points at, and the last are encoded, `MAX_WINDOWS` at most.
+
+Both heads read the same encoder, so a check that runs both encodes a text once:
+the windows' vectors are kept in the request's memo, keyed by the token ids of the
+whole batch they were encoded in (the int8 graph quantises activations per run, so
+a vector depends on the other rows of its batch; a short text is one window, the
+same batch for both heads). Nothing is kept beyond the request.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ MANIFEST = "classifiers.json"
 FULL_TOKENS = 128
 WINDOW_TOKENS = 64
 MAX_WINDOWS = 3
+VECTORS = "e5_vectors"  # the memo key of a request's encoded window batches
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?\n]*|[.!?\n]+")
 
 
@@ -126,7 +133,10 @@ class ClassifierModel:
         self.head = head
         self.info = info
 
-    def windows(self, text: str, cue: re.Pattern[str] | None = None) -> list[Window]:
+    def windows(
+        self, text: str, cue: re.Pattern[str] | None = None, memo: dict[str, Any] | None = None
+    ) -> list[Window]:
+        """Each encoded window's probability; `memo` (the request's) shares the vectors."""
         ids = self.encoder.token_ids([text])[0]
         if len(ids) <= FULL_TOKENS:
             spans = [(0, len(text))]
@@ -138,8 +148,18 @@ class ClassifierModel:
             chosen = [
                 w[:WINDOW_TOKENS] for w in self.encoder.token_ids([text[a:b] for a, b in spans])
             ]
-        scores = self.head.proba(self.encoder.encode_ids(chosen))
+        scores = self.head.proba(self._vectors(chosen, memo))
         return [Window(a, b, float(s)) for (a, b), s in zip(spans, scores, strict=True)]
+
+    def _vectors(self, chosen: list[list[int]], memo: dict[str, Any] | None) -> Floats:
+        if memo is None:
+            return self.encoder.encode_ids(chosen)
+        batches: dict[tuple[tuple[int, ...], ...], Floats] = memo.setdefault(VECTORS, {})
+        key = tuple(map(tuple, chosen))
+        vectors = batches.get(key)
+        if vectors is None:
+            vectors = batches[key] = self.encoder.encode_ids(chosen)
+        return vectors
 
 
 def _chunks(text: str, encoder: MultilingualEncoder) -> list[tuple[int, int]]:

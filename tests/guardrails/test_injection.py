@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -9,6 +10,15 @@ from pathlib import Path
 import pytest
 
 from guardrails.classifier import ClassifierModel, ModelMissingError, precision_recall_f1
+from guardrails.multilingual import (
+    EXPORT_VERSION,
+    MANIFEST_FILE,
+    NORMALISER_FILE,
+    ONNX_FILE,
+    TOKENIZER_FILE,
+    EncoderMissingError,
+    MultilingualEncoder,
+)
 from guardrails.scanners.base import ScanInput
 from guardrails.scanners.injection import InjectionScanner, load_injection_model
 from guardrails.train_classifiers import (
@@ -24,14 +34,19 @@ ROOT = Path(__file__).resolve().parents[2]
 # Measured 0.938 (P 1.000, R 0.883) on the 116-row test split; 0.957 before the generated
 # chat was added (deepset labels bare requests such as "translate to polish" as injections).
 F1_FLOOR = 0.92
-# Measured 0.027 (14 of 519) on the held-out templates of benign_generated.jsonl; 0.457 before.
+# Measured 0.021 (11 of 519) on the held-out templates of benign_generated.jsonl; 0.457 before.
 HELDOUT_FP_CEILING = 0.04
 
 
 @pytest.fixture(scope="module")
-def model() -> ClassifierModel:
+def models_dir() -> Path:
     scratch = Path(tempfile.gettempdir()) / "llmops-guardrails-test-models"
-    return load_injection_model(trained_dir(ROOT / "models" / "guardrails", scratch))
+    return trained_dir(ROOT / "models" / "guardrails", scratch)
+
+
+@pytest.fixture(scope="module")
+def model(models_dir: Path) -> ClassifierModel:
+    return load_injection_model(models_dir)
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +152,11 @@ def test_f1_on_the_public_test_split(scanner: InjectionScanner) -> None:
 
 
 def test_a_short_check_is_fast(scanner: InjectionScanner) -> None:
-    item = ScanInput(text="Wie viel Eiweiß braucht ein Erwachsener am Tag?")
-    scanner.scan(item)
+    text = "Wie viel Eiweiß braucht ein Erwachsener am Tag?"
+    scanner.scan(ScanInput(text=text))
     times = []
     for _ in range(30):
+        item = ScanInput(text=text)  # a new request: its memo holds no vectors yet
         start = time.perf_counter()
         scanner.scan(item)
         times.append(time.perf_counter() - start)
@@ -150,6 +166,20 @@ def test_a_short_check_is_fast(scanner: InjectionScanner) -> None:
 def test_missing_model_says_run_make_setup(tmp_path: Path) -> None:
     with pytest.raises(ModelMissingError, match="make setup"):
         load_injection_model(tmp_path)
+
+
+def test_an_older_export_says_run_make_setup(
+    models_dir: Path, model: ClassifierModel, tmp_path: Path
+) -> None:
+    """Heads trained on another graph's vectors would score wrongly: the encoder refuses it."""
+    for name in (ONNX_FILE, TOKENIZER_FILE, NORMALISER_FILE):
+        (tmp_path / name).symlink_to(models_dir / name)
+    manifest = json.loads((models_dir / MANIFEST_FILE).read_text())
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps({**manifest, "export": EXPORT_VERSION - 1}))
+    with pytest.raises(EncoderMissingError, match="older export: run make setup"):
+        MultilingualEncoder(tmp_path)
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert MultilingualEncoder(tmp_path).dimensions == model.encoder.dimensions
 
 
 PASSAGES = [

@@ -11,6 +11,9 @@ are kept in NATS KV with history (`llmops.guardrails.store`).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from functools import cached_property
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import yaml
@@ -184,9 +187,15 @@ def check_json_schema(schema: dict[str, Any]) -> None:
 class Rules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def scanners(self) -> dict[str, Rule]:
-        """The rules that are set, by scanner name, in the order scanners run."""
-        return {name: rule for name, rule in self if rule is not None}
+    def scanners(self) -> Mapping[str, Rule]:
+        """The rules that are set, by scanner name, in the order scanners run.
+
+        Asked on every request: computed once per (immutable) policy."""
+        return self._scanners
+
+    @cached_property
+    def _scanners(self) -> Mapping[str, Rule]:
+        return MappingProxyType({name: rule for name, rule in self if rule is not None})
 
 
 class InputRules(Rules):

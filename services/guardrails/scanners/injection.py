@@ -93,7 +93,7 @@ class InjectionScanner:
         if self._require_cue and not ADDRESSING.search(item.text):
             windows = []  # nothing addresses the model: only the rules could fire (they don't)
         else:
-            windows = self._model.windows(item.text, CUES)
+            windows = self._model.windows(item.text, CUES, item.memo)
         if self._require_cue:
             windows = [w for w in windows if ADDRESSING.search(item.text, w.start, w.end)]
         spans = [Found(self.name, w.start, w.end, w.score) for w in windows]

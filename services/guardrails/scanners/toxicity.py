@@ -40,7 +40,7 @@ class ToxicityScanner:
     def scan(self, item: ScanInput) -> Scan:
         if not item.text.strip():
             return Scan(score=0.0)
-        windows = self._model.windows(item.text, CUES)
+        windows = self._model.windows(item.text, CUES, item.memo)
         score = max(w.score for w in windows)
         if score < self._threshold:
             return Scan(score=score)
