@@ -20,6 +20,7 @@ import grpc
 
 from llmops.grpcutil import channel, check_health
 from llmops.natsserver import NatsServerConfig
+from llmops.settings import nats_servers
 
 ROOT = Path(__file__).resolve().parent.parent
 LLMOPS = str(Path(sys.executable).parent / "llmops")
@@ -119,9 +120,25 @@ class Platform:
 
     @property
     def nats_url(self) -> str:
+        """Every NATS node of the running platform (one, or a cluster's three), comma separated."""
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            return str(self.state()["nats_url"])
         return self.env["LLMOPS_NATS_URL"]
 
+    @property
+    def nats_servers(self) -> list[str]:
+        return nats_servers(self.nats_url)
+
+    def components(self) -> dict[str, str]:
+        """Each process of the platform (every NATS node and replica) -> its address."""
+        found = self.state()["components"]
+        assert isinstance(found, dict)
+        return {str(k): str(v) for k, v in found.items()}
+
     def addr(self, service: str) -> str:
+        """The service's address book entry (a cluster's: every replica, comma separated)."""
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, KeyError):
+            return str(self.state()["grpc"][service])  # type: ignore[index]
         return self.env[f"LLMOPS_{service.upper()}_ADDR"]
 
     @property
@@ -214,14 +231,20 @@ def run_platform(
     extra_env: dict[str, str] | None = None,
     timeout_s: float = 180,
     env: dict[str, str] | None = None,
+    cluster: bool = False,
 ) -> Iterator[Platform]:
-    """`llmops up` in `data_dir`; a previous platform's `env` restarts it on the same ports."""
+    """`llmops up` in `data_dir`; a previous platform's `env` restarts it on the same ports;
+    `cluster`: `llmops up --cluster` (three NATS nodes, two processes of every service)."""
     env = env or {**platform_env(data_dir, triton), **(extra_env or {})}
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "up.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [LLMOPS, "up"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            [LLMOPS, "up", *(["--cluster"] if cluster else [])],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         platform = Platform(proc, env, data_dir, log_path)
         try:

@@ -20,6 +20,7 @@ from nats.aio.subscription import Subscription
 
 from llmops.bus.codec import CONTENT_TYPE, PROTOBUF
 from llmops.bus.topology import DOCS_DELETE, DOCUMENT_EVENTS
+from llmops.settings import nats_servers
 from llmops.uploads import publish_document
 from llmops.v1 import documents_pb2, events_pb2
 
@@ -44,7 +45,9 @@ class DocumentClient:
 
     @classmethod
     async def connect(cls, url: str) -> DocumentClient:
-        return cls(await nats.connect(url, max_reconnect_attempts=-1, connect_timeout=5))
+        return cls(
+            await nats.connect(nats_servers(url), max_reconnect_attempts=-1, connect_timeout=5)
+        )
 
     async def close(self) -> None:
         await self.nc.drain()
@@ -63,12 +66,19 @@ class DocumentClient:
         await self.nc.flush()
 
     async def publish(
-        self, doc: documents_pb2.Document, file: Path | None = None, *, keep: bool = False
+        self,
+        doc: documents_pb2.Document,
+        file: Path | None = None,
+        *,
+        keep: bool = False,
+        msg_id: str = "",
     ) -> None:
         """Publish durably: returns once JetStream stored the document (and its upload, when
         it is too large for a message). `file` supplies the content, read in blocks; `keep`
-        leaves the upload in the object store after ingestion."""
-        await publish_document(self.js, doc, file, keep=keep)
+        leaves the upload in the object store after ingestion; `msg_id` (`Nats-Msg-Id`) lets
+        a publisher retry after a failed publish without the document arriving twice."""
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        await publish_document(self.js, doc, file, keep=keep, headers=headers)
 
     async def delete(self, tenant: str, doc_id: str) -> None:
         message = documents_pb2.DeleteDocument(tenant=tenant, doc_id=doc_id)

@@ -19,6 +19,11 @@ def port_of(addr: str) -> int:
     return int(addr.rsplit(":", 1)[1])
 
 
+def nats_servers(url: str) -> list[str]:
+    """The servers of `LLMOPS_NATS_URL`: one URL, or a cluster's nodes separated by commas."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
 class CommonSettings(BaseSettings):
     """What every service and the CLI share."""
 
@@ -30,8 +35,15 @@ class CommonSettings(BaseSettings):
         "all-MiniLM-L6-v2",
         description="folder under models_dir; ingestion chunks with this model's tokenizer",
     )
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222", description="NATS, or a cluster's nodes separated by commas"
+    )
     bind_host: str = Field("127.0.0.1", description="interface gRPC and metrics servers bind")
+    grpc_port: int | None = Field(
+        None,
+        description="the port this process's gRPC server listens on; unset = its address's "
+        "(replicas of a local cluster each get their own)",
+    )
     ingestion_addr: str = "127.0.0.1:50061"
     embedding_addr: str = "127.0.0.1:50062"
     retrieval_addr: str = "127.0.0.1:50063"

@@ -37,7 +37,7 @@ from llmops.guardrails.policy import (
 )
 from llmops.guardrails.store import PolicyStore
 from llmops.ids import check_tenant
-from llmops.settings import CommonSettings
+from llmops.settings import CommonSettings, nats_servers
 from llmops.v1 import guardrails_pb2, guardrails_pb2_grpc
 
 from .platform import PlatformState
@@ -63,7 +63,7 @@ def _nats_url() -> str:
 @contextlib.asynccontextmanager
 async def _jetstream() -> AsyncIterator[JetStreamContext]:
     """JetStream on the running platform's NATS, closed afterwards (shared by the CLI groups)."""
-    nc = await nats.connect(_nats_url(), name="llmops-cli")
+    nc = await nats.connect(nats_servers(_nats_url()), name="llmops-cli")
     try:
         yield nc.jetstream()
     finally:

@@ -11,11 +11,12 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from llmops.apikeys import KeyAdmin, Limits, TenantRecord
+from llmops.settings import nats_servers
 
 
 @contextlib.asynccontextmanager
 async def _admin(nats_url: str) -> AsyncIterator[KeyAdmin]:
-    nc = await nats.connect(nats_url, name="llmops-cli")
+    nc = await nats.connect(nats_servers(nats_url), name="llmops-cli")
     try:
         yield KeyAdmin(nc.jetstream())
     finally:

@@ -16,6 +16,7 @@ from nats.js.errors import KeyNotFoundError
 
 from llmops.apikeys import DEFAULT_TENANT, KeyAdmin, KeyRecord, parse_key
 from llmops.bus.topology import API_KEYS_BUCKET
+from llmops.settings import nats_servers
 
 KEY_FILE = "api-key"
 ANALYST_KEY_FILE = "analyst-key"
@@ -39,7 +40,7 @@ async def ensure_local_key(
 ) -> str:
     """The local key (a tenant's, or the all-tenants analyst key): kept if NATS still knows
     it, else a new one is made and saved."""
-    nc = await nats.connect(nats_url, name="llmops-cli")
+    nc = await nats.connect(nats_servers(nats_url), name="llmops-cli")
     try:
         js = nc.jetstream()
         existing = read_local_key(data_dir, tenant, analyst=analyst)

@@ -8,21 +8,24 @@ running platform through it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
 import time
 import urllib.parse
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from llmops.grpcutil import check_health
+from llmops.grpcutil import LIVENESS, check_health
 from llmops.natsserver import NatsServerConfig
 from llmops.processes import process_alive
 from llmops.settings import CommonSettings, port_of
 from llmops.triton import TritonRuntime, install_model_env, install_runtime, wait_ready
 
-from .supervisor import ProcessSpec
+from .cluster import NATS_NODES, ONE_WRITER, REPLICAS, Replica, cluster_layout
+from .supervisor import Probe, ProcessSpec
 
 SERVICES = (
     "ingestion",
@@ -45,6 +48,8 @@ class PlatformState:
     grpc: dict[str, str]  # service -> address
     triton_grpc: str | None
     pids: dict[str, int | None] = field(default_factory=dict)
+    components: dict[str, str] = field(default_factory=dict)  # process -> address
+    http: list[str] = field(default_factory=list)  # each gateway's OpenAI-compatible API
     ready: bool = False
     started_at: float = field(default_factory=time.time)
 
@@ -106,44 +111,124 @@ def service_env(settings: CommonSettings) -> dict[str, str]:
     return env
 
 
-def platform_specs(settings: CommonSettings) -> tuple[list[ProcessSpec], list[list[str]]]:
-    """Every process of the local platform, and the groups to start them in."""
+@dataclass
+class PlatformPlan:
+    """The processes `llmops up` runs, the groups it starts them in, and their addresses."""
+
+    specs: list[ProcessSpec]
+    groups: list[list[str]]
+    nats_url: str
+    grpc: dict[str, str]  # service -> its address (replicas comma separated)
+    components: dict[str, str]  # process name -> its address (a NATS node: its URL)
+    http: list[str]  # each gateway's OpenAI-compatible API, host:port
+
+
+def platform_specs(settings: CommonSettings, cluster: bool = False) -> PlatformPlan:
+    """Every process of the local platform (one of each, or a `cluster`), and its groups."""
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    host, port = _host_port(settings.nats_url)
-    nats_url = settings.nats_url
-    nats = NatsServerConfig(
-        port=port,
-        http_port=settings.nats_monitor_port,
-        store_dir=settings.nats_store_dir,
-        host=host,
-    )
-    conf = data_dir / "nats.conf"
-    conf.write_text(nats.render())
-    specs = [
-        ProcessSpec("nats", nats.command(conf), dict(os.environ), lambda: nats_ready(nats_url)),
-    ]
-    groups = [["nats"]]
     env = service_env(settings)
-    if settings.triton_enabled:
-        runtime = install_runtime(settings.triton_dir)
-        for config in sorted(settings.triton_model_repository.glob("*/config.pbtxt")):
-            install_model_env(config.parent / "python_env")  # no-op once built by make setup
-        specs.append(triton_spec(runtime, settings))
-        groups.append(["triton", *SERVICES])
+    if cluster:
+        layout = cluster_layout(settings, SERVICES, os.environ)
+        nats_nodes = layout.nats
+        nats_url = layout.nats_url
+        grpc = {name: ",".join(r.address for r in rs) for name, rs in layout.replicas.items()}
+        env.update(
+            LLMOPS_NATS_URL=nats_url,
+            LLMOPS_JS_REPLICAS=str(NATS_NODES),
+            LLMOPS_GATEWAY_REPLICAS=str(REPLICAS),
+            **layout.address_book(),
+        )
+        replicas = [r for rs in layout.replicas.values() for r in rs]
     else:
-        groups.append(list(SERVICES))
-    for name in SERVICES:
-        addr = settings.service_addrs[name]
+        host, port = _host_port(settings.nats_url)
+        nats_url = settings.nats_url
+        nats_nodes = [
+            (
+                "nats",
+                NatsServerConfig(
+                    port=port,
+                    http_port=settings.nats_monitor_port,
+                    store_dir=settings.nats_store_dir,
+                    host=host,
+                ),
+            )
+        ]
+        grpc = dict(settings.service_addrs)
+        replicas = [Replica(name, 0, grpc[name], {}) for name in SERVICES]
+    specs = []
+    components = {}
+    for name, config in nats_nodes:
+        conf = data_dir / f"{name}.conf"
+        conf.write_text(config.render())
+        url = f"nats://{config.host}:{config.port}"
+        components[name] = url
         specs.append(
             ProcessSpec(
                 name,
-                [sys.executable, "-m", name],
-                env,
-                lambda addr=addr: check_health(addr),  # type: ignore[misc]
+                config.command(conf),
+                dict(os.environ),
+                lambda port=config.http_port: jetstream_ready(port),  # type: ignore[misc]
             )
         )
-    return specs, groups
+    groups = [[name for name, _ in nats_nodes]]
+    services = []
+    if settings.triton_enabled:
+        runtime = install_runtime(settings.triton_dir)
+        for config_file in sorted(settings.triton_model_repository.glob("*/config.pbtxt")):
+            install_model_env(config_file.parent / "python_env")  # no-op once built by make setup
+        specs.append(triton_spec(runtime, settings))
+        services.append("triton")
+    for replica in replicas:
+        name = replica.name
+        components[name] = replica.address
+        siblings = [
+            r.address for r in replicas if r.service == replica.service and r is not replica
+        ]
+        probe: Probe = (
+            _standby_probe(replica.address, siblings)
+            if replica.service in ONE_WRITER and siblings
+            else functools.partial(check_health, replica.address)
+        )
+        specs.append(
+            ProcessSpec(name, [sys.executable, "-m", replica.service], env | replica.env, probe)
+        )
+        services.append(name)
+    groups.append(services)
+    http = [
+        (env | r.env).get("LLMOPS_GATEWAY_HTTP_ADDR", settings.gateway_http_addr)
+        for r in replicas
+        if r.service == "gateway"
+    ]
+    return PlatformPlan(specs, groups, nats_url, grpc, components, http)
+
+
+def _standby_probe(address: str, siblings: list[str]) -> Probe:
+    """Ready, or alive while a sibling holds the one-writer lease (a standby)."""
+
+    async def probe() -> bool:
+        if await check_health(address):
+            return True
+        if not await check_health(address, service=LIVENESS):
+            return False
+        return any([await check_health(a) for a in siblings])
+
+    return probe
+
+
+async def jetstream_ready(monitor_port: int) -> bool:
+    """The node answers `/healthz`: it accepts clients and its JetStream is current
+    (in a cluster: it has a meta leader, so streams can be created)."""
+    url = f"http://127.0.0.1:{monitor_port}/healthz"
+
+    def get() -> bool:
+        with urllib.request.urlopen(url, timeout=1.0) as reply:
+            return bool(reply.status == 200)
+
+    try:
+        return await asyncio.to_thread(get)
+    except OSError:
+        return False
 
 
 def triton_spec(runtime: TritonRuntime, settings: CommonSettings) -> ProcessSpec:

@@ -32,6 +32,7 @@ from llmops.prompts.model import (
     weights_by_version,
 )
 from llmops.prompts.store import PromptStore, parse_ref
+from llmops.settings import nats_servers
 
 from .guardrails import (
     _checked,
@@ -72,7 +73,7 @@ def _run(work: Callable[[PromptStore], Awaitable[T]], failed: str = "") -> T:
 
 @contextlib.asynccontextmanager
 async def _store() -> AsyncIterator[PromptStore]:
-    nc = await nats.connect(_nats_url(), name="llmops-cli")
+    nc = await nats.connect(nats_servers(_nats_url()), name="llmops-cli")
     try:
         yield await PromptStore.open(nc.jetstream())
     finally:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 Probe = Callable[[], Awaitable[bool]]
 _COLORS = ("36", "33", "35", "32", "34", "31", "96", "93")
+STABLE_S = 30.0  # a process that ran this long is restarted as if for the first time
 
 
 @dataclass
@@ -127,10 +128,14 @@ class Supervisor:
         self.ready_s[p.spec.name] = time.monotonic() - started
 
     async def _watch(self, p: ManagedProcess) -> None:
-        """Restart a process that exits on its own, with exponential backoff."""
+        """Restart a process that exits on its own, with exponential backoff (reset once it
+        had run for STABLE_S: a restart long after the last one starts at 1 s again)."""
         while True:
             assert p.process is not None
+            started = time.monotonic()
             code = await p.process.wait()
+            if time.monotonic() - started > STABLE_S:
+                p.restarts = 0
             if p.pump:
                 await p.pump
             if p.stopping or self._stopping:

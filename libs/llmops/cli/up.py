@@ -10,18 +10,21 @@ import time
 
 from llmops.settings import CommonSettings
 
+from .cluster import NATS_NODES
 from .localkey import ensure_local_key
-from .platform import SERVICES, PlatformState, platform_specs
+from .platform import PlatformState, platform_specs
 from .supervisor import StartupError, Supervisor
 
 
-async def run_up(settings: CommonSettings, timeout_s: float) -> int:
-    specs, groups = platform_specs(settings)
+async def run_up(settings: CommonSettings, timeout_s: float, cluster: bool = False) -> int:
+    plan = platform_specs(settings, cluster)
     state = PlatformState(
         supervisor_pid=os.getpid(),
-        nats_url=settings.nats_url,
-        grpc=settings.service_addrs,
+        nats_url=plan.nats_url,
+        grpc=plan.grpc,
         triton_grpc=settings.triton_grpc_addr if settings.triton_enabled else None,
+        components=plan.components,
+        http=plan.http,
     )
     data_dir = settings.data_dir.resolve()
 
@@ -29,7 +32,7 @@ async def run_up(settings: CommonSettings, timeout_s: float) -> int:
         state.pids = supervisor.pids()
         state.write(data_dir)
 
-    supervisor = Supervisor(specs, on_change=record)
+    supervisor = Supervisor(plan.specs, on_change=record)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -37,12 +40,12 @@ async def run_up(settings: CommonSettings, timeout_s: float) -> int:
     code = 0
     began = time.monotonic()
     try:
-        starting = asyncio.create_task(supervisor.start(groups, timeout_s))
+        starting = asyncio.create_task(supervisor.start(plan.groups, timeout_s))
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if starting in done:
             starting.result()  # raises StartupError
-            await ensure_local_key(settings.nats_url, data_dir)
+            await ensure_local_key(plan.nats_url, data_dir)
             state.ready = True
             record()
             _banner(settings, state, time.monotonic() - began, supervisor.ready_s)
@@ -66,20 +69,20 @@ def _banner(
     def ready(name: str) -> str:
         return f", ready in {ready_s[name]:.1f} s" if name in ready_s else ""
 
-    lines = [
-        "",
-        f"llmops is up in {took_s:.1f} s",
-        f"  NATS        {settings.nats_url}  (monitor http://127.0.0.1:{settings.nats_monitor_port}"
-        f"{ready('nats')})",
-    ]
-    if state.triton_grpc:
-        lines.append(f"  Triton      {state.triton_grpc} (gRPC{ready('triton')})")
-    for name in SERVICES:
-        lines.append(f"  {name:<11} {state.grpc[name]} (gRPC{ready(name)})")
+    lines = ["", f"llmops is up in {took_s:.1f} s"]
+    for name, address in state.components.items():
+        if name.startswith("nats"):
+            label = name.replace("nats", "NATS", 1)
+            lines.append(f"  {label:<13} {address} (JetStream{ready(name)})")
+        else:
+            lines.append(f"  {name:<13} {address} (gRPC{ready(name)})")
+        if name in ("nats", f"nats-{NATS_NODES}") and state.triton_grpc:
+            lines.append(f"  {'Triton':<13} {state.triton_grpc} (gRPC{ready('triton')})")
     lines += [
-        f"  OpenAI API  http://{settings.gateway_http_addr}/v1",
-        f"  API key     {settings.data_dir.resolve() / 'api-key'} (tenant default)",
-        f"  data        {settings.data_dir.resolve()}",
+        f"  {'NATS monitor':<13} http://127.0.0.1:{settings.nats_monitor_port}",
+        *(f"  {'OpenAI API':<13} http://{a}/v1" for a in state.http),
+        f"  {'API key':<13} {settings.data_dir.resolve() / 'api-key'} (tenant default)",
+        f"  {'data':<13} {settings.data_dir.resolve()}",
         "",
         "Try:",
         "  llmops ingest README.md --wait",
