@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ S = TypeVar("S")
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 
-def _options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+def _options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int | str]]:
     return [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -34,7 +35,28 @@ def _options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]
     ]
 
 
-_OPTIONS = _options()
+# A server closes each connection after a minute (streams in flight get 5 more), so
+# clients reconnect and spread over the replicas behind one ClusterIP instead of
+# keeping to the pod they met first (docs/deploy.md#grpc-connections).
+_SERVER_CONNECTION_AGE = [
+    ("grpc.max_connection_age_ms", 60_000),
+    ("grpc.max_connection_age_grace_ms", 300_000),
+]
+# Clients spread calls over every address they know (the replicas of a local cluster,
+# the records of a headless Service) that reports SERVING on grpc.health.v1 (a replica
+# loading, draining or standing by gets none). gRPC's transparent retry resends a call a
+# stopping server refused unprocessed; no retry policy on UNAVAILABLE: services answer
+# UNAVAILABLE themselves after their own fallbacks, and a retry would repeat all of it.
+_CLIENT_SERVICE_CONFIG = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+)
+_OPTIONS = [*_options(), ("grpc.service_config", _CLIENT_SERVICE_CONFIG)]
+
+
+def target(address: str) -> str:
+    """A gRPC target for an address-book entry: `host:port`, or the replicas of a local
+    cluster as `ip:port,ip:port` (gRPC's static `ipv4:` resolver)."""
+    return f"ipv4:{address}" if "," in address else address
 
 
 class _TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -130,7 +152,8 @@ class GrpcServer:
         """`max_message_bytes` bounds requests and replies (ingestion's takes whole documents)."""
         self.address = address
         self.server = grpc.aio.server(
-            interceptors=[_TelemetryInterceptor()], options=_options(max_message_bytes)
+            interceptors=[_TelemetryInterceptor()],
+            options=[*_options(max_message_bytes), *_SERVER_CONNECTION_AGE],
         )
         self.health = health.aio.HealthServicer()
         self.service_names = list(service_names)
@@ -165,7 +188,7 @@ class GrpcServer:
 def channel(address: str) -> grpc.aio.Channel:
     """An async channel to another service; the caller's trace context rides in the metadata."""
     return grpc.aio.insecure_channel(
-        address, options=_OPTIONS, interceptors=[_TraceClientInterceptor()]
+        target(address), options=_OPTIONS, interceptors=[_TraceClientInterceptor()]
     )
 
 
@@ -188,7 +211,8 @@ class _TraceClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ig
 
 async def check_health(address: str, timeout_s: float = 1.0, service: str = "") -> bool:
     """True when the server at `address` reports `service` (default: readiness) SERVING."""
-    async with grpc.aio.insecure_channel(address, options=_OPTIONS) as ch:
+    # Not _OPTIONS: client-side health checking would refuse to ask a server not SERVING.
+    async with grpc.aio.insecure_channel(target(address), options=_options()) as ch:
         try:
             reply = await health_pb2_grpc.HealthStub(ch).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s

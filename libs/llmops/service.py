@@ -17,14 +17,16 @@ from typing import Generic, TypeVar
 import nats
 import uvloop
 from nats.aio.client import Client
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
+from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
 from llmops import metrics
 from llmops.bus.stage import BatchHandler, DeadLetterHook, Stage, StageOptions
 from llmops.bus.topology import Consumer, ensure_topology
 from llmops.grpcutil import MAX_MESSAGE_BYTES, GrpcServer, Registrar
 from llmops.logging import configure_logging, get_logger
-from llmops.settings import CommonSettings, port_of
+from llmops.settings import CommonSettings, nats_servers, port_of
 from llmops.tracing import configure_tracing
 
 log = get_logger(__name__)
@@ -73,7 +75,8 @@ class ServiceApp:
         """`grpc_addr` is this service's address in the address book; it listens on its port."""
         self.name = name
         self.settings = settings
-        self.grpc_address = f"{settings.bind_host}:{port_of(grpc_addr)}" if grpc_addr else None
+        port = settings.grpc_port or (port_of(grpc_addr) if grpc_addr else None)
+        self.grpc_address = f"{settings.bind_host}:{port}" if grpc_addr else None
         self.metrics_port = metrics_port
         self.grpc_services = list(grpc_services)
         self.grpc_max_message_bytes = grpc_max_message_bytes
@@ -85,6 +88,9 @@ class ServiceApp:
         self._js: JetStreamContext | None = None
         self._stop = asyncio.Event()
         self.grpc: GrpcServer | None = None
+        self._lag_task: asyncio.Task[None] | None = None
+        self._gates: dict[Stage, Hook] = {}
+        self._gated: list[asyncio.Task[None]] = []
 
     # -- assembly (no I/O) ----------------------------------------------------
     def add_grpc(self, registrar: Registrar) -> None:
@@ -98,8 +104,12 @@ class ServiceApp:
         batch_size: int,
         linger_s: float = 0.0,
         on_dead_letter: DeadLetterHook | None = None,
+        starts_after: Hook | None = None,
     ) -> Stage:
         """Consume `consumer` in batches; redelivery bounds come from the common settings.
+
+        `starts_after`: the stage starts once this returns, in the background (a standby
+        serves its gRPC API while it waits for the writer lease), else at start-up.
 
         The stage is named after the consumer's durable (its dead letters go to
         `llmops.dlq.<durable>`), so a service with two stages keeps their letters apart
@@ -109,12 +119,14 @@ class ServiceApp:
             batch_size=batch_size,
             linger_s=linger_s,
             max_deliver=self.settings.max_deliver,
-            ack_wait_s=self.settings.ack_wait_s,
+            ack_wait_s=consumer.ack_wait_s or self.settings.ack_wait_s,
         )
         stage = Stage(
             consumer.durable, consumer, handler, lambda: self.js, opts, on_dead_letter, self._client
         )
         self.stages.append(stage)
+        if starts_after is not None:
+            self._gates[stage] = starts_after
         return stage
 
     def on_startup(self, hook: Hook) -> None:
@@ -139,9 +151,17 @@ class ServiceApp:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        await self.start()
-        log.info("service.ready", grpc=self.grpc_address, metrics_port=self.metrics_port)
-        await self._stop.wait()
+        starting = asyncio.create_task(self.start())
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
+            log.info("service.ready", grpc=self.grpc_address, metrics_port=self.metrics_port)
+            await stopping
+        else:  # stopped while starting (a standby waiting for its lease, NATS not up yet)
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
         await self.stop()
 
     async def start(self) -> None:
@@ -161,14 +181,25 @@ class ServiceApp:
         for hook in self._startup:
             await hook()
         for stage in self.stages:
-            await stage.start()
+            if stage in self._gates:
+                self._gated.append(asyncio.create_task(self._start_after(stage)))
+            else:
+                await stage.start()
         self._lag_task = asyncio.create_task(self._report_lag())
         if self.grpc:
             await self.grpc.set_serving(True)
 
+    async def _start_after(self, stage: Stage) -> None:
+        await self._gates[stage]()
+        await stage.start()
+
     async def stop(self) -> None:
         log.info("service.stopping")
-        self._lag_task.cancel()
+        for task in self._gated:  # a stage still waiting never starts
+            task.cancel()
+        await asyncio.gather(*self._gated, return_exceptions=True)
+        if self._lag_task is not None:
+            self._lag_task.cancel()
         if self.grpc:
             await self.grpc.set_serving(False)
         for stage in self.stages:
@@ -176,7 +207,13 @@ class ServiceApp:
         if self.grpc:
             await self.grpc.stop(grace=5)  # calls in flight finish, with NATS still there
         for hook in reversed(self._shutdown):
-            await hook()  # hooks may still publish (events in flight)
+            try:
+                await hook()  # hooks may still publish (events in flight)
+            except Exception:
+                if self._lag_task is not None:
+                    raise
+                # stopped while starting: a hook may find what it closes never opened
+                log.warning("service.shutdown_hook_failed", exc_info=True)
         if self._nc is not None:
             await self._nc.drain()
         log.info("service.stopped")
@@ -190,10 +227,14 @@ class ServiceApp:
         while True:
             try:
                 self._nc = await nats.connect(
-                    self.settings.nats_url,
+                    nats_servers(self.settings.nats_url),
                     name=f"llmops-{self.name}",
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=1,
+                    # A node that stops answering (frozen, partitioned) is left for another
+                    # within ~6 s, not nats-py's default 2 min x 2.
+                    ping_interval=2,
+                    max_outstanding_pings=3,
                     error_cb=_log_nats_error,
                     disconnected_cb=_log_disconnected,
                     reconnected_cb=_log_reconnected,
@@ -204,7 +245,20 @@ class ServiceApp:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self._js = self._nc.jetstream()
-        await ensure_topology(self._js, self.settings.js_replicas)
+        delay = 0.2
+        while True:  # a cluster still electing its leaders answers no JetStream request
+            try:
+                await ensure_topology(self._js, self.settings.js_replicas)
+                return
+            except (
+                NoRespondersError,
+                NoStreamResponseError,
+                ServiceUnavailableError,
+                TimeoutError,
+            ) as exc:
+                log.warning("jetstream.unavailable", error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _report_lag(self) -> None:
         while True:
