@@ -25,7 +25,7 @@ from nats.js.object_store import ObjectStore
 
 from llmops.bus.codec import CONTENT_TYPE, PROTOBUF
 from llmops.bus.objects import open_object_store
-from llmops.bus.topology import DOCS_INGEST, UPLOADS_BUCKET
+from llmops.bus.topology import DOCS_INGEST, OBJECT_BUCKETS, UPLOADS_BUCKET
 from llmops.v1 import documents_pb2
 
 # Content up to this size travels in the message; above it, by reference. Well under
@@ -43,9 +43,8 @@ class UploadMismatch(Exception):
 
 
 async def _uploads(js: JetStreamContext, bucket: str = "") -> ObjectStore:
-    return await open_object_store(
-        js, bucket or UPLOADS_BUCKET, "documents too large for a bus message, until ingested"
-    )
+    name = bucket or UPLOADS_BUCKET
+    return await open_object_store(js, name, OBJECT_BUCKETS.get(name, "documents by reference"))
 
 
 def sha256_of(stream: io.BufferedIOBase) -> tuple[str, int]:

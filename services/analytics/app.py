@@ -1,4 +1,12 @@
-"""Analytics service: events from JetStream into ClickHouse; read-only SQL over gRPC."""
+"""Analytics service: events from JetStream into ClickHouse; read-only SQL over gRPC.
+
+One writer at a time (llmops.lease): redelivery checks and rollup repair are
+exact only with one. A second replica is a standby until the first stops or
+its lease lapses, then takes over the durable consumer. On a ClickHouse
+server the standby answers SQL meanwhile (ready); embedded chDB opens in one
+process only, so there the standby waits for the lease before opening it
+(alive, not ready).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ from analytics.sql import SqlRunner
 from analytics.writer import EventWriter
 from llmops.apikeys import KeyDirectory
 from llmops.bus.topology import ANALYTICS_CONSUMER
+from llmops.lease import WriterLease
 from llmops.logging import get_logger
 from llmops.service import Loaded, ServiceApp
 from llmops.v1 import analytics_pb2, analytics_pb2_grpc
@@ -80,10 +89,13 @@ def create_app(settings: AnalyticsSettings) -> ServiceApp:
     client: Loaded[Client] = Loaded("the ClickHouse client")
     runner: Loaded[SqlRunner] = Loaded("the SQL runner")
     keys = KeyDirectory()
-    writer = EventWriter(client, settings.analytics_outage_hold_s, health.report)
+    lease = WriterLease(STAGE, on_lost=app.request_stop)
+    writer = EventWriter(client, settings.analytics_outage_hold_s, health.report, lease.held)
     probe: list[asyncio.Task[None]] = []
 
     async def load() -> None:
+        if settings.clickhouse_url is None:  # embedded: the lease holder alone opens it
+            await lease.acquire(app.js)
         delay = 0.5
         while True:  # ClickHouse down at start: stay NOT_SERVING; events wait in JetStream
             try:
@@ -115,6 +127,11 @@ def create_app(settings: AnalyticsSettings) -> ServiceApp:
             c.close()
         if (r := runner.take()) is not None:
             r.close()
+        await lease.release()  # after closing: an embedded successor can open the files
+
+    async def writer_lease() -> None:
+        if not lease.held():
+            await lease.acquire(app.js)
 
     app.on_startup(load)
     app.on_shutdown(close)
@@ -123,6 +140,7 @@ def create_app(settings: AnalyticsSettings) -> ServiceApp:
         writer.handle,
         batch_size=settings.analytics_batch_size,
         linger_s=settings.analytics_flush_interval_s,
+        starts_after=writer_lease,
     )
     app.add_grpc(
         lambda server: analytics_pb2_grpc.add_AnalyticsServicer_to_server(

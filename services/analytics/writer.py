@@ -12,6 +12,9 @@ insert is not atomic across views), so its rollups are recomputed for it
 first (analytics.rollups). First deliveries skip all this; the publishers'
 `Nats-Msg-Id` already removes their own duplicates.
 
+A replica writes only while it holds the writer lease (`may_write`, checked
+before every insert): one paused past its lease leaves the batch to JetStream.
+
 ClickHouse unreachable: the batch is retried for `outage_hold_s`, then goes
 back to JetStream as `Unavailable` (never dead-lettered) and the service is
 unhealthy until an insert or a health probe succeeds.
@@ -50,8 +53,15 @@ class _Pending:
 
 
 class EventWriter:
-    def __init__(self, client: Loaded[Client], outage_hold_s: float, health: Health) -> None:
+    def __init__(
+        self,
+        client: Loaded[Client],
+        outage_hold_s: float,
+        health: Health,
+        may_write: Callable[[], bool],
+    ) -> None:
         self._client = client
+        self._may_write = may_write
         self._hold_s = outage_hold_s
         self._health = health
         self._rollups = RollupRepair()
@@ -96,6 +106,8 @@ class EventWriter:
         for table, part in parts:
             if part.inserted:
                 continue
+            if not self._may_write():
+                raise Unavailable("this replica no longer holds the writer lease")
             self._skip_stored(client, table, part, retry)
             if part.messages:
                 insert(client, table, part.messages)

@@ -51,10 +51,14 @@ async def _consumer(js: JetStreamContext, tenant_subject: str) -> str:
     return durable
 
 
-def _writer(ch: Client, health: _Health, hold_s: float = 5.0) -> EventWriter:
+def _writer(
+    ch: Client, health: _Health, hold_s: float = 5.0, lease: list[bool] | None = None
+) -> EventWriter:
+    """`lease`: whether this replica holds the writer lease, read at every insert."""
     box: Loaded[Client] = Loaded("client")
     box.set(ch)
-    return EventWriter(box, hold_s, health)
+    held = lease if lease is not None else [True]
+    return EventWriter(box, hold_s, health, lambda: held[0])
 
 
 async def test_a_redelivered_event_is_stored_once(ch: Client, js: JetStreamContext) -> None:
@@ -107,6 +111,24 @@ async def test_poison_is_failed_alone_and_the_rest_stored(ch: Client, js: JetStr
         "SELECT count() FROM interactions WHERE tenant = {t:String}", parameters={"t": tenant}
     ).result_rows[0][0]
     assert stored == 5
+
+
+async def test_a_replica_that_lost_the_writer_lease_inserts_nothing(
+    ch: Client, js: JetStreamContext
+) -> None:
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    durable = await _consumer(js, INTERACTION_EVENTS)
+    lease = [False]  # paused past its lease: a standby may be writing now
+    writer = _writer(ch, _Health(), lease=lease)
+    await publish(js, [interaction(tenant) for _ in range(3)])
+    batch = await _deliveries(js, durable, 3)
+    with pytest.raises(Unavailable, match="writer lease"):
+        await writer.handle(batch)  # back to JetStream, never dead-lettered
+    count = "SELECT count() FROM interactions WHERE tenant = {t:String}"
+    assert ch.query(count, parameters={"t": tenant}).result_rows[0][0] == 0
+    lease[0] = True
+    await writer.handle(batch)
+    assert ch.query(count, parameters={"t": tenant}).result_rows[0][0] == 3
 
 
 async def test_clickhouse_gone_makes_the_batch_wait_not_fail(

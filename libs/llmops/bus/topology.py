@@ -7,6 +7,7 @@ service, so the order processes start in does not matter. Publishers use
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -21,6 +22,8 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import BadRequestError, NotFoundError
+
+from llmops.bus.objects import open_object_store
 
 # Subjects -------------------------------------------------------------------
 DOCS_INGEST = "llmops.docs.ingest"
@@ -120,6 +123,9 @@ class Consumer:
     durable: str
     filter_subject: str
     max_ack_pending: int = 20_000
+    # Its own redelivery delay, instead of LLMOPS_ACK_WAIT_S (a batch in hand is kept
+    # alive by the stage's heartbeat, so a short one only hastens redelivery after a crash).
+    ack_wait_s: float | None = None
 
     @property
     def replay_prefix(self) -> str:
@@ -147,10 +153,11 @@ EMBEDDING_CONSUMER = Consumer(PIPELINE_STREAM, "embedding", DOCS_CHUNKED)
 RETRIEVAL_CONSUMER = Consumer(PIPELINE_STREAM, "retrieval", DOCS_EMBEDDED)
 ANALYTICS_CONSUMER = Consumer(EVENTS_STREAM, "analytics", f"{EVENTS}.>")
 # Metering's counters remember the interactions they took above the ack floor: few,
-# as no more than one batch may be unacked.
+# as no more than one batch may be unacked. What a crashed metering replica had taken
+# comes back to another within seconds: until then gateways cannot see it in the spend.
 METERING_BATCH = 256
 METERING_CONSUMER = Consumer(
-    EVENTS_STREAM, "metering", INTERACTION_EVENTS, max_ack_pending=METERING_BATCH
+    EVENTS_STREAM, "metering", INTERACTION_EVENTS, max_ack_pending=METERING_BATCH, ack_wait_s=5.0
 )
 # Evaluation samples interactions to score online and watches their questions for drift.
 EVALUATION_CONSUMER = Consumer(EVENTS_STREAM, "evaluation", INTERACTION_EVENTS)
@@ -171,6 +178,8 @@ PROMPTS_BUCKET = "llmops_prompts"  # tenant.name.v<N> -> a version; tenant.name.
 DATASETS_BUCKET = "llmops_datasets"  # object store: tenant/name/<digest> -> a golden dataset
 UPLOADS_BUCKET = "llmops_uploads"  # object store: documents too large for a bus message
 DOCUMENT_CATALOG_BUCKET = "llmops_doc_catalog"  # owned by ingestion: tenant.<doc hash> -> outcome
+LEASES_BUCKET = "llmops_leases"  # work with one writer -> the replica holding it (llmops.lease)
+LEASE_TTL_S = 10.0  # a lease nobody renews is gone this long after its last renewal
 GUARDRAIL_POLICY_HISTORY = 64  # versions kept per policy (the most NATS KV keeps)
 SPEND_MAX_AGE_S = 40 * 86400.0  # a month's counter outlives its month
 RATE_LIMIT_WINDOW_MAX_AGE_S = 180.0  # per-minute windows; older ones are no longer read
@@ -232,14 +241,26 @@ BUCKETS = (
         history=GUARDRAIL_POLICY_HISTORY,
     ),
     Bucket(
+        LEASES_BUCKET,
+        "one writer among replicas: who holds each lease (renewed, or gone after its TTL)",
+        max_age_s=LEASE_TTL_S,
+    ),
+    Bucket(
         DOCUMENT_CATALOG_BUCKET,
         "ingestion's document catalog: each document's latest outcome, sizes and last error",
     ),
 )
 
 
+# Object stores: name -> description.
+OBJECT_BUCKETS = {
+    UPLOADS_BUCKET: "documents too large for a bus message, until ingested",
+    DATASETS_BUCKET: "golden datasets: tenant/name/version",
+}
+
+
 async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
-    """Create or update every stream and KV bucket; safe to call from many processes at once."""
+    """Create or update every stream and bucket; safe to call from many processes at once."""
     for stream in STREAMS:
         cfg = stream.config(replicas)
         try:
@@ -252,3 +273,6 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
                 await js.update_stream(cfg)
     for bucket in BUCKETS:
         await js.create_key_value(bucket.config(replicas))
+    for name, description in OBJECT_BUCKETS.items():
+        with contextlib.suppress(BadRequestError):  # created by another process meanwhile
+            await open_object_store(js, name, description, replicas)

@@ -22,7 +22,7 @@ from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
 from llmops.bus.objects import open_object_store
-from llmops.bus.topology import DATASETS_BUCKET
+from llmops.bus.topology import DATASETS_BUCKET, OBJECT_BUCKETS
 
 DATASET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _VERSION_RE = re.compile(r"^[0-9a-f]{12}$")
@@ -171,9 +171,7 @@ class DatasetStore:
     @classmethod
     async def open(cls, js: JetStreamContext) -> DatasetStore:
         """The store, created on first use (file storage: datasets outlive restarts)."""
-        return cls(
-            await open_object_store(js, DATASETS_BUCKET, "golden datasets: tenant/name/version")
-        )
+        return cls(await open_object_store(js, DATASETS_BUCKET, OBJECT_BUCKETS[DATASETS_BUCKET]))
 
     async def push(
         self, tenant: str, name: str, items: list[DatasetItem], by: str
