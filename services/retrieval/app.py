@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 from llmops.bus.events import failure_events
-from llmops.bus.topology import RETRIEVAL_CONSUMER
 from llmops.service import Loaded, ServiceApp
 from llmops.v1 import retrieval_pb2, retrieval_pb2_grpc
 from retrieval.handlers import STAGE, IndexHandler, RetrievalServicer
@@ -42,7 +41,7 @@ def create_app(settings: RetrievalSettings) -> ServiceApp:
     async def open_the_store() -> None:
         store.set(
             open_store(
-                settings.data_dir,
+                settings.store_dir,
                 settings.qdrant_url,
                 settings.qdrant_api_key,
                 fusion=settings.hybrid_fusion,
@@ -51,7 +50,7 @@ def create_app(settings: RetrievalSettings) -> ServiceApp:
         optimizer.optimize()  # what a previous run indexed but did not optimise yet
         tasks.append(asyncio.create_task(optimizer.run()))
         answers.set(
-            open_answer_store(settings.data_dir, settings.qdrant_url, settings.qdrant_api_key)
+            open_answer_store(settings.store_dir, settings.qdrant_url, settings.qdrant_api_key)
         )
         expiry.sweep()
         tasks.append(asyncio.create_task(expiry.run()))
@@ -72,7 +71,7 @@ def create_app(settings: RetrievalSettings) -> ServiceApp:
         lambda server: retrieval_pb2_grpc.add_RetrievalServicer_to_server(servicer, server)
     )
     app.add_stage(
-        RETRIEVAL_CONSUMER,
+        settings.index_consumer,
         IndexHandler(store, lambda: app.js, optimizer.note_changes),
         batch_size=settings.index_batch_size,
         on_dead_letter=failure_events(STAGE, lambda: app.js),

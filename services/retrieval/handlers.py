@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter
 
 from llmops.bus.codec import MalformedMessage, decode
-from llmops.bus.events import document_event, publish_document_event
+from llmops.bus.events import document_event, publish_document_event, same_outcome_id
 from llmops.bus.stage import Delivery, PoisonMessage
 from llmops.logging import get_logger
 from llmops.service import Loaded
@@ -92,7 +92,7 @@ class IndexHandler:
             status = events_pb2.DOCUMENT_STATUS_SUPERSEDED
         tokens = sum(c.chunk.token_count for c in embedded.chunks)
         event = document_event(STAGE, status, doc, chunks=len(embedded.chunks), tokens=tokens)
-        await publish_document_event(self._js(), event)
+        await publish_document_event(self._js(), same_outcome_id(event))
         log.info(
             "document.indexed" if applied else "document.superseded",
             tenant=doc.tenant,

@@ -65,6 +65,18 @@ def document_event(
     return event
 
 
+_OUTCOME_SPACE = uuid.uuid5(uuid.NAMESPACE_URL, "llmops:document-outcome")
+
+
+def same_outcome_id(event: events_pb2.DocumentEvent) -> events_pb2.DocumentEvent:
+    """Give `event` an id made of what it reports (stage, status, document version), so
+    read replicas that each index a document publish one event between them (JetStream
+    drops the copies by their Nats-Msg-Id, analytics by event id)."""
+    key = f"{event.stage}:{event.status}:{event.tenant}:{event.doc_id}:{event.version}"
+    event.event_id = str(uuid.uuid5(_OUTCOME_SPACE, key))
+    return event
+
+
 async def publish_document_event(js: JetStreamContext, event: events_pb2.DocumentEvent) -> None:
     """Publish durably (JetStream ack) so an outcome is never reported and then lost."""
     name = status_name(event.status)
