@@ -20,7 +20,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.settings import GatewaySettings
 from llmops.apikeys import KeyDirectory
 from llmops.bus.publisher import EventPublisher
-from llmops.bus.topology import RATE_LIMITS_BUCKET, RESPONSE_CACHE_BUCKET
+from llmops.bus.topology import METERING_CONSUMER, RATE_LIMITS_BUCKET, RESPONSE_CACHE_BUCKET
 from llmops.grpcutil import lazy_stub
 from llmops.guardrails.store import PolicyMirror
 from llmops.logging import get_logger
@@ -121,7 +121,9 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
         events,
     )
     prices = PriceBook()
-    budgets = BudgetGuard(settings.gateway_replicas)
+    budgets = BudgetGuard(
+        settings.gateway_replicas, METERING_CONSUMER.ack_wait_s or settings.ack_wait_s
+    )
     pipeline = ChatPipeline(
         settings, prompts, recent, upstreams, exact_cache, limiter, events, prices, budgets, guard
     )
@@ -143,7 +145,7 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
         exact_cache.set(
             ExactCache(await js.key_value(RESPONSE_CACHE_BUCKET), settings.exact_cache_ttl_s)
         )
-        limiter.set(RateLimiter(await js.key_value(RATE_LIMITS_BUCKET)))
+        limiter.set(RateLimiter(await js.key_value(RATE_LIMITS_BUCKET), settings.gateway_replicas))
         publisher = EventPublisher(js, STAGE)
         publisher.start()
         events.set(publisher)

@@ -8,9 +8,12 @@ Far from a limit requests run freely: even if every replica
 flight and not yet counted as this one, each at the dearest cost seen, the
 spend would stay under it.
 Near a limit a replica runs one request of that budget at a time, and starts
-the next only once metering has counted the previous one, so every replica
-has at most one request that the others cannot see yet: the limit holds to
-within one request per replica.
+the next only once metering has counted the previous one (if metering falls
+behind by more than `COUNTED_WAIT_S`, the next is refused as UNAVAILABLE), so
+every replica has at most one request that the others cannot see yet: the
+limit holds to within one request per replica — and one more per gateway that
+crashed meanwhile, since its successor cannot know what it had not yet seen
+counted.
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ from llmops.spend import (
 from llmops.v1 import metering_pb2
 
 COUNTED_WAIT_S = 2.0  # longest a near-limit request waits for metering to count the last one
-FORGET_AFTER_S = 30.0  # a cost metering never showed (it was down) stops counting locally
+# A cost metering never showed stops counting locally this long after the ack wait: a
+# metering replica that crashed holding it gets it redelivered (to a replica) only then.
+FORGET_MARGIN_S = 30.0
 Record = Callable[[metering_pb2.Cost, str], None]
 
 
@@ -69,8 +74,16 @@ def _utcnow() -> dt.datetime:
 
 
 class BudgetGuard:
-    def __init__(self, replicas: int = 1, clock: Callable[[], dt.datetime] = _utcnow) -> None:
+    def __init__(
+        self,
+        replicas: int = 1,
+        ack_wait_s: float = 60.0,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        """`ack_wait_s`: the bus's redelivery delay (`LLMOPS_ACK_WAIT_S`), which bounds how
+        late metering can count a request."""
         self._replicas = replicas
+        self._forget_after_s = ack_wait_s + FORGET_MARGIN_S
         self._clock = clock
         self.budgets = model_mirror(BUDGETS_BUCKET, Budget)
         self.spend = model_mirror(SPEND_BUCKET, Spend)
@@ -124,18 +137,28 @@ class BudgetGuard:
 
     def _prune(self, budget: Budget, local: _Local) -> None:
         """Forget own costs metering has counted (or that are too old to still wait for)."""
-        oldest = time.monotonic() - FORGET_AFTER_S
+        oldest = time.monotonic() - self._forget_after_s
         for request_id, u in list(local.uncounted.items()):
             counter = self._counter(budget, "day", u.starts["day"])
             if u.when < oldest or (counter is not None and request_id in counter.recent):
                 del local.uncounted[request_id]
 
     async def _until_counted(self, budget: Budget, local: _Local) -> None:
+        """Near the limit: wait until metering counted this replica's last request. If it
+        falls behind (down, or NATS failing over), refuse rather than guess: UNAVAILABLE,
+        which a caller retries, instead of a second request the others cannot see."""
         deadline = time.monotonic() + COUNTED_WAIT_S
         self._prune(budget, local)
         while local.uncounted and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
             self._prune(budget, local)
+        if local.uncounted:
+            raise GatewayError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the spend of {budget.label} is near its limit and metering has not counted "
+                f"this gateway's last request within {COUNTED_WAIT_S:.0f} s; retry shortly",
+                retry_after_s=COUNTED_WAIT_S,
+            )
 
     def _spent(self, budget: Budget, period: Period, now: dt.datetime) -> int:
         start = period_start(period, now)

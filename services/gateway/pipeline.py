@@ -102,6 +102,9 @@ class _Budget:
         return left
 
 
+_LATE_S = 0.25  # an answer leaves at least this long before its deadline
+
+
 @dataclass
 class _Outcome:
     """What the event records, filled in as the request goes."""
@@ -147,12 +150,19 @@ class ChatPipeline:
         outcome.final.trace_id = tracing.trace_id_of_span(request_span)
         outcome.final.request_id = call.request_id
         status, error = "CANCELLED", "the caller went away"
+        emitted = False
         try:
             async with self._budgets.admit(call.key) as record_cost:
                 async for response in self._answer(call, timer, budget, outcome, arrived):
+                    if response.WhichOneof("event") == "final":
+                        # Answered: its event is stored before the caller has the answer,
+                        # so a gateway killed right after loses no row (docs/scaleout.md).
+                        record_cost(outcome.final.cost, call.request_id)
+                        status, error = "OK", ""
+                        emitted = True
+                        acked = self._emit(call, timer, arrived, outcome, status, error)
+                        await self._stored(acked, budget)
                     yield response
-                record_cost(outcome.final.cost, call.request_id)
-            status, error = "OK", ""
         except GatewayError as exc:
             status, error = exc.code.name, exc.message
             raise
@@ -165,7 +175,19 @@ class ChatPipeline:
         finally:
             request_span.set_attribute("llmops.status", status)
             request_span.end()
-            self._emit(call, timer, arrived, outcome, status, error)
+            if not emitted:
+                self._emit(call, timer, arrived, outcome, status, error)
+
+    async def _stored(self, acked: asyncio.Future[None], budget: _Budget) -> None:
+        """Wait for JetStream's ack of an answered request's event (a stream leader being
+        elected takes seconds), but not past `event_ack_wait_s` nor the request's deadline:
+        then the answer goes out and the event keeps retrying."""
+        wait = min(self._settings.event_ack_wait_s, budget.deadline - time.monotonic() - _LATE_S)
+        try:
+            await asyncio.wait_for(asyncio.shield(acked), max(wait, 0.0))
+        except (TimeoutError, RuntimeError) as exc:
+            metrics.ERRORS.labels("gateway", "answered_before_event_stored").inc()
+            log.warning("chat.event_not_stored_yet", error=repr(exc))
 
     async def _answer(
         self,
@@ -582,7 +604,7 @@ class ChatPipeline:
         outcome: _Outcome,
         status: str,
         error: str,
-    ) -> None:
+    ) -> asyncio.Future[None]:
         final = outcome.final
         event = events_pb2.InteractionEvent(
             event_id=uuid.uuid4().hex,
@@ -627,7 +649,7 @@ class ChatPipeline:
             if checked.answer:
                 answer = "".join(checked.answer)
         apply_retention(event, self._settings.event_text, question, answer)
-        self._events.value.emit(INTERACTION_EVENTS, event)
+        acked = self._events.value.emit_acked(INTERACTION_EVENTS, event)
         cache = gateway_pb2.CacheStatus.Name(final.cache).removeprefix("CACHE_STATUS_").lower()
         metrics.CHAT_REQUESTS.labels(call.api, status, cache).inc()
         metrics.GATEWAY_OVERHEAD.labels(call.api).observe(timer.overhead_ms / 1000)
@@ -647,6 +669,7 @@ class ChatPipeline:
             overhead_ms=round(timer.overhead_ms, 2),
             error=error or None,
         )
+        return acked
 
 
 async def coalesced(

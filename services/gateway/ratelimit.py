@@ -9,8 +9,14 @@ so the limit is never exceeded and at most one slice per replica goes unused.
 
 Token limits are charged after the fact (a request's tokens are known only
 when it ends): a request is refused once the window's tokens reached the limit.
-If NATS cannot be reached the request is admitted and the failure logged:
-limits protect capacity, and refusing everyone while NATS recovers would not.
+
+NATS unreachable (or slower than `KV_TIMEOUT_S`): a replica neither refuses
+everyone nor admits everyone. It keeps admitting from the slice it holds,
+then up to its share of the limit (limit / `replicas`) counted locally for
+the window, and refuses past that; token limits use the last count read plus
+this replica's own charges. So while NATS is away the replicas admit at most
+the limit between them when they share the load evenly, and never more than
+twice the limit (a replica that had leased more than its share keeps it).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ WINDOW_S = 60
 _SLICES_PER_WINDOW = 50
 _CAS_ATTEMPTS = 20
 _TOKEN_READ_EVERY_S = 0.25
+KV_TIMEOUT_S = 0.5  # a request waits no longer than this for the shared count
+_ALONE_S = 1.0  # after a failure, requests are counted locally this long before NATS is retried
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,8 @@ class Refusal:
 class _Lease:
     window: int
     left: int = 0
+    granted: int = 0  # leased from the shared count this window
+    local: int = 0  # admitted without NATS this window (its share, counted here)
     exhausted: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -75,9 +85,14 @@ class _TokenView:
 
 
 class RateLimiter:
-    def __init__(self, kv: KeyValue, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, kv: KeyValue, replicas: int = 1, clock: Callable[[], float] = time.time
+    ) -> None:
+        """`replicas`: the most gateway replicas at once (each one's share without NATS)."""
         self._kv = kv
+        self._replicas = replicas
         self._clock = clock
+        self._alone_until = 0.0
         self._leases: dict[str, _Lease] = {}
         self._tokens: dict[str, _TokenView] = {}
 
@@ -102,24 +117,58 @@ class RateLimiter:
         if not (limits.requests_per_minute or limits.tokens_per_minute):
             return None
         window, retry_after = self._window()
-        try:
-            if limits.tokens_per_minute:
-                used = await self._tokens_used(quota.counter, window)
-                if used >= limits.tokens_per_minute:
-                    return Refusal(
-                        f"{quota.label} used its {limits.tokens_per_minute} tokens per minute",
-                        retry_after,
-                    )
-            if limits.requests_per_minute and not await self._take_request(
-                quota.counter, window, limits.requests_per_minute
-            ):
-                return Refusal(
-                    f"{quota.label} made its {limits.requests_per_minute} requests per minute",
-                    retry_after,
-                )
-        except Exception as exc:
-            log.warning("ratelimit.unavailable", quota=quota.label, error=str(exc))
-        return None
+        if self._clock() < self._alone_until:  # NATS failed a moment ago: don't wait again
+            refused = self._admit_alone(quota, window)
+        else:
+            try:
+                async with asyncio.timeout(KV_TIMEOUT_S):
+                    refused = await self._admit_shared(quota, window)
+            except Exception as exc:
+                log.warning("ratelimit.unavailable", quota=quota.label, error=repr(exc))
+                self._alone_until = self._clock() + _ALONE_S
+                refused = self._admit_alone(quota, window)
+        return Refusal(refused, retry_after) if refused else None
+
+    async def _admit_shared(self, quota: Quota, window: int) -> str:
+        """Why the shared count refuses one more request ("" = admitted)."""
+        limits = quota.limits
+        if limits.tokens_per_minute:
+            used = await self._tokens_used(quota.counter, window)
+            if used >= limits.tokens_per_minute:
+                return f"{quota.label} used its {limits.tokens_per_minute} tokens per minute"
+        if limits.requests_per_minute and not await self._take_request(
+            quota.counter, window, limits.requests_per_minute
+        ):
+            return f"{quota.label} made its {limits.requests_per_minute} requests per minute"
+        return ""
+
+    def _admit_alone(self, quota: Quota, window: int) -> str:
+        """Without NATS: the slice in hand, then this replica's share, counted here."""
+        limits = quota.limits
+        view = self._tokens.get(quota.counter)
+        used = view.total if view is not None and view.window == window else 0
+        if limits.tokens_per_minute and used >= limits.tokens_per_minute:
+            return f"{quota.label} used its {limits.tokens_per_minute} tokens per minute"
+        if not limits.requests_per_minute:
+            return ""
+        lease = self._lease(quota.counter, window)
+        if lease.left > 0:
+            lease.left -= 1
+            return ""
+        share = max(1, limits.requests_per_minute // self._replicas)
+        if lease.granted + lease.local >= share:
+            return (
+                f"{quota.label} made this replica's share of its {limits.requests_per_minute} "
+                "requests per minute (the shared count is unreachable)"
+            )
+        lease.local += 1
+        return ""
+
+    def _lease(self, counter: str, window: int) -> _Lease:
+        lease = self._leases.get(counter)
+        if lease is None or lease.window != window:
+            lease = self._leases[counter] = _Lease(window)
+        return lease
 
     async def charge_tokens(self, quotas: Sequence[Quota], tokens: int) -> None:
         """Add a finished request's tokens to the windows of the quotas that limit tokens."""
@@ -145,13 +194,12 @@ class RateLimiter:
         return view.total
 
     async def _take_request(self, counter: str, window: int, limit: int) -> bool:
-        lease = self._leases.get(counter)
-        if lease is None or lease.window != window:
-            lease = self._leases[counter] = _Lease(window)
+        lease = self._lease(counter, window)
         async with lease.lock:  # one KV lease at a time per counter and replica
             if lease.left == 0 and not lease.exhausted:
                 size = max(1, limit // _SLICES_PER_WINDOW)
                 lease.left = await self._add(f"{counter}.req.{window}", size, limit=limit)
+                lease.granted += lease.left
                 lease.exhausted = lease.left == 0
             if lease.left == 0:
                 return False

@@ -46,6 +46,12 @@ class GatewaySettings(RoutesSettings):
         "redacted",
         description="question/answer text in interaction events: none, PII-masked, or all",
     )
+    event_ack_wait_s: float = Field(
+        10.0,
+        ge=0,
+        description="the longest an answer waits for its interaction event to be stored "
+        "(never past the request's deadline; then it goes out and the event keeps retrying)",
+    )
     default_top_k: int = Field(5, gt=0, le=50, description="passages retrieved per request")
     gateway_replicas: int = Field(
         1, gt=0, description="the most gateway replicas running at once (budgets' safety margin)"

@@ -42,6 +42,16 @@ async def stored_ids(js: JetStreamContext, prefix: str, expected: int) -> list[s
     return found
 
 
+async def _publisher_reconnecting(url: str) -> tuple[nats.NATS, JetStreamContext, EventPublisher]:
+    """A started publisher on a connection that keeps reconnecting (for an outage)."""
+    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    js = nc.jetstream()
+    await ensure_topology(js)
+    publisher = EventPublisher(js, "test")
+    publisher.start()
+    return nc, js, publisher
+
+
 def event(event_id: str) -> events_pb2.InteractionEvent:
     return events_pb2.InteractionEvent(event_id=event_id, tenant="acme", status="OK")
 
@@ -60,11 +70,7 @@ async def test_events_emitted_while_nats_is_down_land_once_it_is_back(tmp_path: 
     port = free_port()
     store = tmp_path / "store"
     with nats_server(store, port=port) as url:
-        nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-        js = nc.jetstream()
-        await ensure_topology(js)
-        publisher = EventPublisher(js, "test")
-        publisher.start()
+        nc, js, publisher = await _publisher_reconnecting(url)
         for i in range(100):
             publisher.emit(INTERACTION_EVENTS, event(f"outage-{i}"))
         await asyncio.sleep(1)
@@ -77,3 +83,22 @@ async def test_events_emitted_while_nats_is_down_land_once_it_is_back(tmp_path: 
         ids = await stored_ids(js, "outage-", 400)
         await nc.close()
     assert sorted(ids) == sorted(f"outage-{i}" for i in range(400))  # none lost, none twice
+
+
+async def test_an_acked_emit_resolves_once_stored_and_waits_out_an_outage(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    store = tmp_path / "store"
+    with nats_server(store, port=port) as url:
+        nc, js, publisher = await _publisher_reconnecting(url)
+        await asyncio.wait_for(publisher.emit_acked(INTERACTION_EVENTS, event("acked-0")), 5)
+        assert await stored_ids(js, "acked-", 1) == ["acked-0"]  # stored when it resolved
+    waiting = publisher.emit_acked(INTERACTION_EVENTS, event("acked-1"))
+    await asyncio.sleep(1.5)
+    assert not waiting.done()  # NATS is down: not stored, so not resolved
+    with nats_server(store, port=port):
+        await asyncio.wait_for(waiting, 20)
+        assert sorted(await stored_ids(js, "acked-", 2)) == ["acked-0", "acked-1"]
+        await publisher.stop()
+        await nc.close()

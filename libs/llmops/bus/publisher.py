@@ -8,6 +8,10 @@ not acked in time are sent again with backoff until NATS takes them
 (`Nats-Msg-Id` = event id, so a retry after a lost ack is not stored twice);
 only when the queue is full, i.e. NATS has been away for a long time, are
 events dropped, and each drop is logged and counted.
+
+`emit_acked` is for an event that must outlive this process once the caller
+acts on it (the gateway's interaction event, before the answer goes out): it
+returns a future that JetStream's ack resolves.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ log = get_logger(__name__)
 _QUEUE_SIZE = 10_000
 _BATCH = 512  # events sent before their acks are awaited
 _ACK_TIMEOUT_S = 5.0
+_MAX_BACKOFF_S = 1.0  # events wait no longer than this once NATS is back
 
 
 def event_time(seconds: float) -> Timestamp:
@@ -36,7 +41,8 @@ def event_time(seconds: float) -> Timestamp:
     return stamp
 
 
-_Message = tuple[str, bytes, dict[str, str]]  # subject, payload, headers
+# subject, payload, headers, and the future of whoever waits for its ack
+_Message = tuple[str, bytes, dict[str, str], "asyncio.Future[None] | None"]
 
 
 class Event(Protocol):
@@ -51,20 +57,33 @@ class EventPublisher:
     def __init__(self, js: JetStreamContext, service: str) -> None:
         self._js = js
         self._service = service
-        self._queue: asyncio.Queue[tuple[str, Event]] = asyncio.Queue(_QUEUE_SIZE)
+        self._queue: asyncio.Queue[tuple[str, Event, asyncio.Future[None] | None]] = asyncio.Queue(
+            _QUEUE_SIZE
+        )
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._publish_forever())
 
     def emit(self, subject: str, event: Event) -> None:
+        self._put(subject, event, None)
+
+    def emit_acked(self, subject: str, event: Event) -> asyncio.Future[None]:
+        """Publish like `emit`; the future is done once JetStream stored the event."""
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._put(subject, event, acked)
+        return acked
+
+    def _put(self, subject: str, event: Event, acked: asyncio.Future[None] | None) -> None:
         try:
-            self._queue.put_nowait((subject, event))
+            self._queue.put_nowait((subject, event, acked))
         except asyncio.QueueFull:
             metrics.ERRORS.labels(self._service, "event_dropped").inc()
             log.error(
                 "event.dropped", subject=subject, event_id=event.event_id, reason="queue full"
             )
+            if acked is not None:
+                acked.set_exception(RuntimeError("event queue full: NATS away too long"))
 
     async def _publish_forever(self) -> None:
         while True:
@@ -75,15 +94,16 @@ class EventPublisher:
             for _ in batch:
                 self._queue.task_done()
 
-    async def _publish(self, batch: list[tuple[str, Event]]) -> None:
+    async def _publish(self, batch: list[tuple[str, Event, asyncio.Future[None] | None]]) -> None:
         """Every event of `batch` acked by JetStream, however many rounds that takes."""
-        pending = [
+        pending: list[_Message] = [
             (
                 subject,
                 event.SerializeToString(),
                 {"Nats-Msg-Id": event.event_id, "Content-Type": "application/protobuf"},
+                acked,
             )
-            for subject, event in batch
+            for subject, event, acked in batch
         ]
         delay = 0.1
         while True:
@@ -91,7 +111,7 @@ class EventPublisher:
             if not pending:
                 return
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, _MAX_BACKOFF_S)
 
     async def _send(self, batch: list[_Message]) -> list[_Message]:
         """Send all, then await the acks together; what was not acked, to send again."""
@@ -99,7 +119,7 @@ class EventPublisher:
         retry: list[_Message] = []
         errors: set[str] = set()
         for message in batch:
-            subject, payload, headers = message
+            subject, payload, headers, _ = message
             try:
                 sent.append(
                     (message, await self._js.publish_async(subject, payload, headers=headers))
@@ -116,6 +136,9 @@ class EventPublisher:
                 ack.cancel()
                 errors.add(f"no ack within {_ACK_TIMEOUT_S}s")
             elif ack.exception() is None:
+                waiter = message[3]
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
                 continue
             else:
                 errors.add(repr(ack.exception()))
