@@ -55,7 +55,12 @@ cli.add_command(docs)
 
 @cli.command()
 @click.option("--timeout", default=180.0, show_default=True, help="seconds to wait for health")
-def up(timeout: float) -> None:
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="three NATS nodes (R3 streams and buckets) and two processes of every service",
+)
+def up(timeout: float, cluster: bool) -> None:
     """Start NATS, Triton and every service; stop them all with Ctrl-C or `llmops down`."""
     from .up import run_up
 
@@ -65,7 +70,7 @@ def up(timeout: float) -> None:
         raise click.ClickException(
             f"already running (supervisor pid {existing.supervisor_pid}); `llmops down` first"
         )
-    sys.exit(asyncio.run(run_up(settings, timeout)))
+    sys.exit(asyncio.run(run_up(settings, timeout, cluster)))
 
 
 @cli.command()
@@ -254,7 +259,8 @@ def sql(
 @click.option("--key", "key_id", default="", help="one API key's id")
 @click.option("--period", type=click.Choice(["day", "month"]), default="day", show_default=True)
 @click.option("--reconcile", is_flag=True, help="beside the same sums from ClickHouse")
-def usage(tenant: str, key_id: str, period: str, reconcile: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (nanos)")
+def usage(tenant: str, key_id: str, period: str, reconcile: bool, as_json: bool) -> None:
     """Spend, budget, requests and tokens of the current UTC day or month."""
     from .metering import run_usage
 
@@ -271,6 +277,7 @@ def usage(tenant: str, key_id: str, period: str, reconcile: bool) -> None:
                 key_id,
                 period,
                 reconcile,
+                as_json,
             )
         )
     )

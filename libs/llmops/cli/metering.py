@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import click
 import grpc
 import nats
 from rich.console import Console
@@ -17,6 +18,7 @@ from llmops.bus.topology import PRICES_BUCKET
 from llmops.grpcutil import channel
 from llmops.pricebook import TABLE_KEY, add_prices
 from llmops.pricing import Price, PriceTable, from_litellm, load_price_file
+from llmops.settings import nats_servers
 from llmops.spend import money
 from llmops.v1 import analytics_pb2, analytics_pb2_grpc, metering_pb2, metering_pb2_grpc
 
@@ -36,6 +38,7 @@ async def run_usage(
     key_id: str,
     period: str,
     reconcile: bool,
+    as_json: bool = False,
 ) -> int:
     request = metering_pb2.UsageRequest(tenant=tenant, key_id=key_id, period=_PERIODS[period])
     console, errors = Console(), Console(stderr=True)
@@ -50,6 +53,8 @@ async def run_usage(
     except grpc.aio.AioRpcError as exc:
         errors.print(f"[red]usage failed: {exc.code().name}: {exc.details()}[/red]")
         return 1
+    if as_json:
+        return _usage_json(reply, in_clickhouse, reconcile)
     columns = ["tenant", "key", period, "spend", "budget", "requests", "unpriced", "tokens in/out"]
     if reconcile:
         columns += ["ClickHouse", "difference"]
@@ -88,6 +93,39 @@ async def run_usage(
             else f"[yellow]{differences} lines differ (events still on their way to "
             "ClickHouse show up as a difference for a moment)[/yellow]"
         )
+    return 0
+
+
+def _usage_json(
+    reply: metering_pb2.UsageReply,
+    in_clickhouse: dict[tuple[str, str, str], tuple[int, int]],
+    reconcile: bool,
+) -> int:
+    """`--json`: every line with its figures in nanos (and ClickHouse's, reconciling)."""
+    lines = []
+    agree = True
+    for line in reply.lines:
+        row: dict[str, object] = {
+            "tenant": line.tenant,
+            "key_id": line.key_id,
+            "period_start": line.period_start,
+            "currency": line.currency,
+            "spend_nanos": line.spend_nanos,
+            "limit_nanos": line.limit_nanos,
+            "requests": line.requests,
+            "unpriced_requests": line.unpriced_requests,
+            "input_tokens": line.input_tokens,
+            "output_tokens": line.output_tokens,
+        }
+        if reconcile:
+            nanos, requests = in_clickhouse.get((line.tenant, line.key_id, line.currency), (0, 0))
+            row |= {"clickhouse_nanos": nanos, "clickhouse_requests": requests}
+            agree = agree and (nanos, requests) == (line.spend_nanos, line.requests)
+        lines.append(row)
+    out: dict[str, object] = {"lines": lines, "unpriced_models": list(reply.unpriced_models)}
+    if reconcile:
+        out["agree"] = agree
+    click.echo(json.dumps(out))
     return 0
 
 
@@ -171,7 +209,7 @@ def read_price_file(path: Path, effective_from: dt.datetime) -> tuple[list[Price
 
 async def run_prices_import(nats_url: str, path: Path, effective_from: dt.datetime) -> int:
     prices, skipped = read_price_file(path, effective_from)
-    nc = await nats.connect(nats_url, name="llmops-cli")
+    nc = await nats.connect(nats_servers(nats_url), name="llmops-cli")
     try:
         table = await add_prices(nc.jetstream(), prices)
     finally:
@@ -184,7 +222,7 @@ async def run_prices_import(nats_url: str, path: Path, effective_from: dt.dateti
 
 
 async def run_prices_list(nats_url: str, model: str, as_json: bool) -> int:
-    nc = await nats.connect(nats_url, name="llmops-cli")
+    nc = await nats.connect(nats_servers(nats_url), name="llmops-cli")
     try:
         kv = await nc.jetstream().key_value(PRICES_BUCKET)
         table = PriceTable.from_json((await kv.get(TABLE_KEY)).value or b"")
