@@ -19,8 +19,8 @@ NODE_CLIENT := tests/node_client
 
 .PHONY: setup up down test lint proto bench clean tesseract
 
-## setup: venv, dependencies (torch CPU first), generated code, model files, Triton and its models' venvs, the Node client's packages, Tesseract for scanned PDFs
-setup: $(STAMP) proto $(MODEL_DIR)/llmops_model.json $(TINY_LLM_DIR)/tiny_llm.json $(GUARD_DIR)/classifiers.json .cache/triton/.installed $(TRITON_MODEL_ENVS) $(NODE_CLIENT)/node_modules/.installed tesseract
+## setup: venv, dependencies (torch CPU first), generated code, model files, Triton and its models' venvs, the Node client's packages, Tesseract for scanned PDFs, checkov (its own venv) for the manifests
+setup: $(STAMP) proto $(MODEL_DIR)/llmops_model.json $(TINY_LLM_DIR)/tiny_llm.json $(GUARD_DIR)/classifiers.json .cache/triton/.installed $(TRITON_MODEL_ENVS) $(NODE_CLIENT)/node_modules/.installed tesseract .cache/checkov/.installed-3.3.30
 
 # Scanned PDF pages are OCR'd by Debian's tesseract-ocr (~16 s, 24 MB): installed when missing
 # and apt-get can (as root, or with passwordless sudo); otherwise say how, and go on without.
@@ -62,6 +62,14 @@ $(GUARD_DIR)/classifiers.json: $(STAMP) $(GUARD_DATA) services/guardrails/train_
 .cache/triton/.installed: $(STAMP)
 	$(BIN)/python -c 'from pathlib import Path; from llmops.triton import install_runtime; install_runtime(Path(".cache/triton"))'
 
+# checkov, the Kubernetes policy linter of tests/deploy, pins many packages of its own: its own
+# venv, never .venv (pip only; nothing it pulls is torch). The stamp names the pin, so a new
+# pin reinstalls; tests/deploy/test_policy.py checks that the venv holds this version.
+.cache/checkov/.installed-3.3.30:
+	test -x .cache/checkov/bin/python || $(PY) -m venv .cache/checkov
+	.cache/checkov/bin/pip install -q checkov==3.3.30
+	touch $@
+
 # install_model_env rebuilds only if the requirements changed; touch keeps make from asking again.
 .SECONDEXPANSION:
 deploy/triton/models/%/python_env/.installed: $(STAMP) libs/llmops/triton/model_env.py $$(wildcard deploy/triton/models/%/requirements.txt)
@@ -98,6 +106,7 @@ bench: setup
 	$(BIN)/python bench/chat.py
 	$(BIN)/python bench/analytics.py
 	$(BIN)/python bench/guardrails.py
+	$(BIN)/python bench/scaleout.py
 
 clean:
 	rm -rf $(VENV) .cache models deploy/triton/models/*/python_env .llmops .pytest_cache .mypy_cache .ruff_cache libs/llmops/v1 $(NODE_CLIENT)/node_modules

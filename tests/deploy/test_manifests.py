@@ -29,14 +29,18 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from prometheus_client.metrics import MetricWrapperBase
 
 from embedding.settings import EmbeddingSettings
 from gateway.settings import GatewaySettings
 from inference.settings import InferenceSettings
 from ingestion.settings import IngestionSettings
+from llmops import metrics
+from llmops.bus.topology import EMBEDDING_CONSUMER, INGESTION_CONSUMER, RETRIEVAL_CONSUMER
 from llmops.cli.platform import SERVICES as PLATFORM_SERVICES
 from llmops.grpcutil import LIVENESS
 from llmops.natsserver import MAX_PAYLOAD, nats_server_binary
+from llmops.routing.routes import load_routes
 from llmops.settings import CommonSettings, port_of
 from retrieval.settings import RetrievalSettings
 from tests.deploy.buildfiles import Call, Dockerfile, run_tiltfile
@@ -49,6 +53,10 @@ K8S = DEPLOY / "k8s"
 OVERLAYS = ("local", "production")
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 TILTFILE = ROOT / "Tiltfile"
+# Not a manifest: checkov's findings kept on purpose (tests/deploy/test_policy.py).
+CHECKOV_SKIPS = K8S / "checkov-skips.yaml"
+# The Prometheus adapter's rules for the production HPAs' custom metrics.
+ADAPTER_CONFIG = K8S / "prometheus-adapter.yaml"
 # The oldest Kubernetes the manifests are written for (native gRPC probes need 1.27).
 K8S_VERSION = "1.33"
 
@@ -109,15 +117,22 @@ IMAGE_FILES = [
 # time, with the module below), relative to the repository root.
 GUARDRAILS_TRAINING_SETS = ("tests/data/guardrails/injection", "tests/data/guardrails/toxicity")
 GUARDRAILS_TRAINER = ROOT / "services" / "guardrails" / "train_classifiers.py"
-# Deployments autoscaled in production (an HPA); each has a budget.
-SCALED_OUT = ("ingestion", "embedding", "inference", "gateway", "guardrails")
-# Deployments with more than one replica (not autoscaled: they share one durable
-# consumer, so more replicas add availability, not throughput): each has a budget too.
+# Workloads autoscaled in production (an HPA); each has a budget.
+SCALED_OUT = ("ingestion", "embedding", "retrieval", "inference", "gateway", "guardrails")
+# The pipeline stages, scaled on their consumer's queue lag (and CPU).
+QUEUE_SCALED = {
+    "ingestion": INGESTION_CONSUMER,
+    "embedding": EMBEDDING_CONSUMER,
+    "retrieval": RETRIEVAL_CONSUMER,
+}
+# Deployments with more than one replica, not autoscaled (they share one durable consumer,
+# or have one writer: more replicas add availability, not throughput): budgeted too.
 SINGLE_CONSUMER = ("analytics", "metering", "evaluation")
 BUDGETED = (*SCALED_OUT, *SINGLE_CONSUMER)
 INFRA = ("nats", "triton")
 PRODUCTION_ONLY = ("qdrant",)
 NATS_CONFIG = "nats-config"
+NODE_LABEL = "kubernetes.io/hostname"
 
 
 def default(settings: type[CommonSettings] | None, name: str) -> Any:
@@ -259,7 +274,7 @@ def conf_value(conf: str, key: str) -> str | None:
 
 # -- every file ----------------------------------------------------------------
 def yaml_files() -> list[Path]:
-    return sorted(p for p in K8S.rglob("*.yaml"))
+    return sorted(p for p in K8S.rglob("*.yaml") if p != CHECKOV_SKIPS)
 
 
 @pytest.mark.parametrize("path", yaml_files(), ids=lambda p: str(p.relative_to(K8S)))
@@ -310,7 +325,6 @@ def test_overlays_render_the_platform(overlay: str) -> None:
             ("StatefulSet", "qdrant"),
             ("Service", "qdrant"),
             *(("HorizontalPodAutoscaler", name) for name in SCALED_OUT),
-            ("PodDisruptionBudget", "retrieval"),
         }
     assert expected <= kinds, f"missing: {sorted(expected - kinds)}"
     generated(objs, "llmops")
@@ -357,7 +371,7 @@ def test_workload_containers_are_sized_probed_and_unprivileged(overlay: str) -> 
             where = f"{overlay}: {name}/{c['name']}"
             resources = c.get("resources", {})
             assert {"cpu", "memory"} <= set(resources.get("requests", {})), where
-            assert "memory" in resources.get("limits", {}), where
+            assert {"cpu", "memory"} <= set(resources.get("limits", {})), where
             security = {**pod_security, **c.get("securityContext", {})}
             assert security.get("runAsNonRoot") is True, where
             assert security.get("runAsUser", 0) != 0, where
@@ -465,24 +479,97 @@ def test_services_select_their_pods_and_target_named_ports(overlay: str) -> None
             )
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_disruption_budgets_never_block_a_drain(overlay: str) -> None:
-    """Multi-replica workloads have a budget; a single replica never gets minAvailable."""
-    objs = rendered(overlay)
-    pdbs = [o for o in objs if o["kind"] == "PodDisruptionBudget"]
-    scaled = {
-        h["spec"]["scaleTargetRef"]["name"] for h in objs if h["kind"] == "HorizontalPodAutoscaler"
+def hpas(objs: list[Obj]) -> dict[str, Obj]:
+    """The HorizontalPodAutoscalers by the workload they scale."""
+    return {
+        h["spec"]["scaleTargetRef"]["name"]: h
+        for h in objs
+        if h["kind"] == "HorizontalPodAutoscaler"
     }
+
+
+def fewest_replicas(objs: list[Obj], workload: Obj) -> int:
+    """The replica count a workload can run at: its HPA's minimum, or its own count."""
+    hpa = hpas(objs).get(workload["metadata"]["name"])
+    count: int = hpa["spec"]["minReplicas"] if hpa else workload["spec"].get("replicas", 1)
+    return count
+
+
+def budgets_of(objs: list[Obj], workload: Obj) -> list[Obj]:
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    return [
+        p
+        for p in objs
+        if p["kind"] == "PodDisruptionBudget"
+        and p["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    ]
+
+
+def allowed_disruptions(pdb: Obj, replicas: int) -> int:
+    """How many of `replicas` ready pods the budget lets a drain evict at once."""
+    spec = pdb["spec"]
+    if "maxUnavailable" in spec:
+        return min(int(spec["maxUnavailable"]), replicas)
+    return max(replicas - int(spec["minAvailable"]), 0)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_and_nats_has_a_budget_that_never_blocks_a_drain(overlay: str) -> None:
+    """Each has one budget (so has any other workload of several replicas), and every
+    budget lets a drain evict a pod."""
+    objs = rendered(overlay)
     for w in workloads(objs):
-        labels = w["spec"]["template"]["metadata"]["labels"]
-        covering = [
-            p for p in pdbs if p["spec"]["selector"]["matchLabels"].items() <= labels.items()
-        ]
-        replicas = w["spec"].get("replicas", 1)
-        if replicas > 1 or w["metadata"]["name"] in scaled:
-            assert covering, f"{overlay}: {w['metadata']['name']} has no PodDisruptionBudget"
+        name = w["metadata"]["name"]
+        covering = budgets_of(objs, w)
+        if name in (*SERVICES, "nats") or fewest_replicas(objs, w) > 1:
+            assert len(covering) == 1, f"{overlay}: {name} has {len(covering)} budgets"
         for pdb in covering:
-            assert "minAvailable" not in pdb["spec"] or pdb["spec"]["minAvailable"] < replicas
+            assert allowed_disruptions(pdb, fewest_replicas(objs, w)) >= 1, f"{overlay}: {name}"
+
+
+def spreads_across_nodes(objs: list[Obj], workload: Obj, required: bool = False) -> bool:
+    """Whether the scheduler keeps the workload's pods on different nodes (always, or
+    where it can), by a selector that matches its own pods and no other workload's."""
+    spec = pod_spec(workload)
+    assert spec is not None
+
+    def own(selector: Obj) -> bool:
+        matching = [
+            w
+            for w in workloads(objs)
+            if selector["matchLabels"].items()
+            <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        return bool(selector["matchLabels"]) and matching == [workload]
+
+    anti = spec.get("affinity", {}).get("podAntiAffinity", {})
+    terms = anti.get("requiredDuringSchedulingIgnoredDuringExecution", [])
+    if not required:
+        terms += [
+            t["podAffinityTerm"]
+            for t in anti.get("preferredDuringSchedulingIgnoredDuringExecution", [])
+        ]
+        terms += spec.get("topologySpreadConstraints", [])
+    return any(t["topologyKey"] == NODE_LABEL and own(t["labelSelector"]) for t in terms)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_replicated_workloads_spread_across_nodes(overlay: str) -> None:
+    objs = rendered(overlay)
+    for w in workloads(objs):
+        if fewest_replicas(objs, w) > 1 or w["metadata"]["name"] in hpas(objs):
+            assert spreads_across_nodes(objs, w), f"{overlay}: {w['metadata']['name']}"
+
+
+def test_production_nats_keeps_its_quorum_through_a_drain_or_a_node_failure() -> None:
+    """R3 streams need 2 of 3 servers: one server per node, and a drain takes one."""
+    objs = rendered("production")
+    nats = find(objs, "StatefulSet", "nats")
+    replicas = nats["spec"]["replicas"]
+    quorum = replicas // 2 + 1
+    assert spreads_across_nodes(objs, nats, required=True), "two servers on a node: no quorum"
+    [pdb] = budgets_of(objs, nats)
+    assert allowed_disruptions(pdb, replicas) == replicas - quorum == 1
 
 
 # -- NATS ----------------------------------------------------------------------
@@ -616,18 +703,123 @@ def test_production_retrieval_uses_the_qdrant_server() -> None:
     claims = {c["metadata"]["name"] for c in qdrant["spec"]["volumeClaimTemplates"]}
     mounts = {m["name"]: m["mountPath"] for m in container(objs, "qdrant")["volumeMounts"]}
     assert mounts[next(iter(claims & {"storage"}))] == "/qdrant/storage"
-    assert find(objs, "StatefulSet", "retrieval")["spec"]["replicas"] > 1
 
 
-def test_production_autoscales_the_stateless_stages() -> None:
+def series_names(metric: MetricWrapperBase) -> set[str]:
+    """The series a prometheus_client metric exports (a counter's carry `_total`)."""
+    [desc] = metric.describe()
+    suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}
+    return {desc.name + suffix for suffix in suffixes[desc.type]}
+
+
+def custom_metrics(hpa: Obj) -> list[Obj]:
+    """An HPA's External and Pods metrics: the ones the Prometheus adapter serves."""
+    return [m for m in hpa["spec"]["metrics"] if m["type"] in ("External", "Pods")]
+
+
+# What one pod of a stage holds in flight (its fetch per batch): a per-pod lag target
+# at or below it would scale out a stage that keeps up.
+IN_FLIGHT: dict[str, tuple[type[CommonSettings], str, str]] = {
+    "ingestion": (IngestionSettings, "ingest_batch_size", "LLMOPS_INGEST_BATCH_SIZE"),
+    "embedding": (EmbeddingSettings, "embed_fetch_docs", "LLMOPS_EMBED_FETCH_DOCS"),
+    "retrieval": (RetrievalSettings, "index_batch_size", "LLMOPS_INDEX_BATCH_SIZE"),
+}
+
+
+def test_production_autoscales_on_the_signals_that_matter() -> None:
+    """The stages on their consumer's lag, the gateway on its request rate, every HPA on
+    CPU too (what it still has while the metrics adapter is down)."""
     objs = rendered("production")
+    assert set(hpas(objs)) == set(SCALED_OUT)
     for name in SCALED_OUT:
-        hpa = find(objs, "HorizontalPodAutoscaler", name)
+        hpa = hpas(objs)[name]
         target = hpa["spec"]["scaleTargetRef"]
-        deployment = find(objs, target["kind"], target["name"])
-        assert target["name"] == name
-        assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+        workload = find(objs, target["kind"], target["name"])
+        assert "replicas" not in workload["spec"], "the HPA owns the replica count"
         assert hpa["spec"]["minReplicas"] >= 2
+        cpu = [m for m in hpa["spec"]["metrics"] if m["type"] == "Resource"]
+        assert [m["resource"]["name"] for m in cpu] == ["cpu"], name
+        custom = custom_metrics(hpa)
+        if name in QUEUE_SCALED:
+            consumer = QUEUE_SCALED[name]
+            [lag] = custom
+            [gauge] = series_names(metrics.QUEUE_LAG)
+            assert lag["type"] == "External"
+            assert lag["external"]["metric"] == {
+                "name": gauge,
+                "selector": {
+                    "matchLabels": {"stream": consumer.stream.name, "consumer": consumer.durable}
+                },
+            }
+            assert set(metrics.QUEUE_LAG._labelnames) == {"stream", "consumer"}
+            settings, field, var = IN_FLIGHT[name]
+            batch = int(env_of(objs, container(objs, name)).get(var) or default(settings, field))
+            assert lag["external"]["target"]["type"] == "AverageValue"
+            assert int(lag["external"]["target"]["averageValue"]) > batch, name
+        elif name == "gateway":
+            [rate] = custom
+            assert rate["type"] == "Pods"
+            assert rate["pods"]["metric"]["name"] == "llmops_chat_requests_per_second"
+            assert rate["pods"]["target"]["type"] == "AverageValue"
+        else:
+            assert not custom, f"{name}: CPU-bound, CPU only"
+    # Budgets keep a request's margin per gateway replica that may serve at once.
+    env = env_of(objs, container(objs, "gateway"))
+    assert "gateway_replicas" in GatewaySettings.model_fields
+    assert int(env["LLMOPS_GATEWAY_REPLICAS"]) == hpas(objs)["gateway"]["spec"]["maxReplicas"]
+
+
+def adapter_rules() -> tuple[Obj, Obj]:
+    """The adapter's ConfigMap and the rules in its config.yaml."""
+    [config_map] = [d for d in yaml.safe_load_all(ADAPTER_CONFIG.read_text()) if d]
+    rules: Obj = yaml.safe_load(config_map["data"]["config.yaml"])
+    return config_map, rules
+
+
+def api_name(rule: Obj) -> str:
+    """The metric name a rule serves its series under (the adapter's naming: `matches`
+    defaults to the whole name, `as` to the one capture group or the whole match)."""
+    series = re.match(r"(\w+)\{", rule["seriesQuery"])
+    assert series, rule["seriesQuery"]
+    naming = rule.get("name", {})
+    matched = re.search(naming.get("matches", ".*"), series[1])
+    assert matched, rule
+    default_as = "$1" if matched.re.groups == 1 else "$0"
+    return re.sub(r"\$\{?(\d+)\}?", lambda g: matched[int(g[1])], naming.get("as") or default_as)
+
+
+def test_the_adapter_serves_every_custom_metric_the_hpas_use() -> None:
+    """Each from a series the services export, with the labels the HPA selects on."""
+    config_map, rules = adapter_rules()
+    kubernetes_validate.validate(config_map, K8S_VERSION, strict=True)
+    exported = {
+        series: metric
+        for metric in vars(metrics).values()
+        if isinstance(metric, MetricWrapperBase)
+        for series in series_names(metric)
+    }
+    served = {("Pods", api_name(r)): r for r in rules["rules"]}
+    served |= {("External", api_name(r)): r for r in rules["externalRules"]}
+    used = [m for h in hpas(rendered("production")).values() for m in custom_metrics(h)]
+    assert used
+    for m in used:
+        spec = m[m["type"].lower()]["metric"]
+        rule = served[(m["type"], spec["name"])]
+        series = re.match(r"(\w+)\{", rule["seriesQuery"])
+        assert series and series[1] in exported, f"no service exports {rule['seriesQuery']}"
+        labels = set(exported[series[1]]._labelnames)
+        overrides = rule["resources"]["overrides"]
+        if m["type"] == "External":
+            selected = set(spec["selector"]["matchLabels"])
+            assert selected <= labels
+            # Every replica of a stage reports the same consumer's lag: take one, never the sum.
+            grouped = re.fullmatch(r"max\(.*\) by \(([\w, ]+)\)", rule["metricsQuery"])
+            assert grouped, rule["metricsQuery"]
+            assert {label.strip() for label in grouped[1].split(",")} == selected
+            assert set(overrides) == {"namespace"}
+        else:
+            assert series[1].endswith("_total") and "rate(" in rule["metricsQuery"]
+            assert set(overrides) == {"namespace", "pod"}
 
 
 # -- analytics and ClickHouse ---------------------------------------------------
@@ -643,15 +835,25 @@ def test_production_analytics_reads_the_clickhouse_url_from_a_secret() -> None:
         "LLMOPS_CLICKHOUSE_URL" in find(objs, "ConfigMap", ref["configMapRef"]["name"])["data"]
         for ref in c["envFrom"]
     ), "credentials stay out of the ConfigMap"
+    settings = settings_of("analytics")
+    assert "clickhouse_url" in settings.model_fields
+
+
+def test_production_analytics_runs_a_writer_and_a_standby() -> None:
+    """Two replicas (one holds the writer lease, the other answers Query and waits to take
+    over), rolled one new pod at a time, with one kept through a drain."""
+    objs = rendered("production")
     analytics = find(objs, "Deployment", "analytics")
-    # One writer, never two at once: its crash repair of rollups is exact only then.
-    assert analytics["spec"]["replicas"] == 1
-    assert analytics["spec"]["strategy"]["type"] == "Recreate"
+    assert analytics["spec"]["replicas"] == 2
+    strategy = analytics["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    pdb = find(objs, "PodDisruptionBudget", "analytics")
+    assert pdb["spec"]["selector"]["matchLabels"] == {"app": "analytics"}
+    assert allowed_disruptions(pdb, analytics["spec"]["replicas"]) == 1
     assert "analytics" not in {
         h["spec"]["scaleTargetRef"]["name"] for h in objs if h["kind"] == "HorizontalPodAutoscaler"
     }, "one writer per durable consumer: more replicas do not insert faster"
-    settings = settings_of("analytics")
-    assert "clickhouse_url" in settings.model_fields
 
 
 def test_local_analytics_embeds_chdb_under_a_writable_data_dir() -> None:
@@ -659,7 +861,10 @@ def test_local_analytics_embeds_chdb_under_a_writable_data_dir() -> None:
     c = container(objs, "analytics")
     env = env_of(objs, c)
     assert "LLMOPS_CLICKHOUSE_URL" not in env, "no ClickHouse server in the local overlay"
-    assert find(objs, "Deployment", "analytics")["spec"]["replicas"] == 1, "one process owns chDB"
+    analytics = find(objs, "Deployment", "analytics")
+    assert analytics["spec"]["replicas"] == 1, "one process owns chDB"
+    # Never two pods at once (and no rollingUpdate left beside Recreate: the API refuses it).
+    assert analytics["spec"]["strategy"] == {"type": "Recreate"}
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     assert env["LLMOPS_DATA_DIR"] in mounts
     spec = pod_spec(find(objs, "Deployment", "analytics"))
@@ -751,6 +956,141 @@ def test_triton_serves_its_model_repository(overlay: str) -> None:
         assert triton["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
     else:
         assert not any(gpus), "the local overlay runs Triton on the CPU"
+
+
+# -- credentials ------------------------------------------------------------------
+# Settings that hold a credential (ClickHouse's URL carries the user and password).
+CREDENTIAL = re.compile(r"(KEY|SECRET|PASSWORD|TOKEN|CLICKHOUSE_URL)$")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_credentials_come_from_secrets_never_from_the_manifests(overlay: str) -> None:
+    objs = rendered(overlay)
+    for cm in (o for o in objs if o["kind"] == "ConfigMap"):
+        assert not [k for k in cm["data"] if CREDENTIAL.search(k)], cm["metadata"]["name"]
+    for w in workloads(objs):
+        for c in all_containers(w):
+            for var in c.get("env", []):
+                if CREDENTIAL.search(var["name"]):
+                    where = f"{overlay}: {w['metadata']['name']}/{c['name']} {var['name']}"
+                    assert "value" not in var, f"{where}: a literal credential"
+                    assert "secretKeyRef" in var["valueFrom"], where
+
+
+def secret_env(objs: list[Obj], service: str) -> dict[str, Obj]:
+    env = container(objs, service).get("env", [])
+    return {
+        v["name"]: v["valueFrom"]["secretKeyRef"]
+        for v in env
+        if "secretKeyRef" in v.get("valueFrom", {})
+    }
+
+
+def test_production_routers_carry_the_hosted_upstreams_keys() -> None:
+    """Both processes that route hosted aliases (docs/chat.md) have every key a route names."""
+    objs = rendered("production")
+    keys = {k: v for k, v in secret_env(objs, "gateway").items() if k.endswith("_API_KEY")}
+    assert keys, "a Secret for the hosted upstreams' keys"
+    assert {k: v for k, v in secret_env(objs, "inference").items() if k in keys} == keys
+    routes = load_routes(ROOT / "deploy" / "inference" / "routes.yaml")
+    named = {t.api_key_env for ts in routes.aliases.values() for t in ts if t.api_key_env}
+    assert named <= set(keys)
+
+
+# -- network policies ---------------------------------------------------------------
+def admits(
+    objs: list[Obj], workload: Obj, port: int, source: dict[str, str], same_ns: bool
+) -> bool:
+    """Whether the NetworkPolicies let a pod labelled `source` (in the workload's namespace,
+    or another) reach container port `port` of the workload's pods."""
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    spec = pod_spec(workload)
+    assert spec is not None
+    named = {p["name"]: p["containerPort"] for c in spec["containers"] for p in c["ports"]}
+    policies = [
+        p
+        for p in objs
+        if p["kind"] == "NetworkPolicy"
+        and p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        and "Ingress" in p["spec"]["policyTypes"]
+    ]
+    if not policies:
+        return True  # a pod no policy selects is not isolated
+
+    def peer_admits(peer: Obj) -> bool:
+        assert set(peer) <= {"podSelector", "namespaceSelector"}, peer
+        namespace_ok = peer["namespaceSelector"] == {} if "namespaceSelector" in peer else same_ns
+        selector = peer.get("podSelector", {})
+        assert set(selector) <= {"matchLabels"}, selector
+        return namespace_ok and selector.get("matchLabels", {}).items() <= source.items()
+
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            ports = [named.get(p["port"], p["port"]) for p in rule.get("ports", [])]
+            if (not ports or port in ports) and (
+                "from" not in rule or any(peer_admits(peer) for peer in rule["from"])
+            ):
+                return True
+    return False
+
+
+# Ports that admit one workload's pods only: Qdrant's (retrieval owns the store), the
+# NATS cluster routes (between the servers).
+ONLY_FROM = {
+    ("qdrant", "http"): "retrieval",
+    ("qdrant", "grpc"): "retrieval",
+    ("nats", "cluster"): "nats",
+}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_admit_what_the_platform_calls_and_little_else(overlay: str) -> None:
+    """Every pod is isolated. Each Service port is open to the platform's pods; Qdrant to
+    retrieval only, NATS routes to NATS only; from other namespaces only the gateway's
+    public API and the metrics ports (Prometheus) are."""
+    objs = rendered(overlay)
+    platform_pod = {"app": "llmops-cli"}  # any pod of the platform's namespace
+    for w in workloads(objs):
+        assert any(
+            p["kind"] == "NetworkPolicy"
+            and p["spec"]["podSelector"]["matchLabels"].items()
+            <= w["spec"]["template"]["metadata"]["labels"].items()
+            for p in objs
+        ), f"{overlay}: no NetworkPolicy selects {w['metadata']['name']}"
+    for svc in (o for o in objs if o["kind"] == "Service"):
+        selector = svc["spec"]["selector"]
+        [w] = [
+            w
+            for w in workloads(objs)
+            if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        name = w["metadata"]["name"]
+        spec = pod_spec(w)
+        assert spec is not None
+        for p in svc["spec"]["ports"]:
+            [c] = [c for c in spec["containers"] if has_port(c, p["targetPort"])]
+            port = port_number(c, p["targetPort"])
+            where = f"{overlay}: {svc['metadata']['name']}:{p['name']}"
+            only = ONLY_FROM.get((name, p["name"]))
+            if only:
+                assert admits(objs, w, port, {"app": only}, True), where
+                assert not admits(objs, w, port, platform_pod, True), where
+            else:
+                assert admits(objs, w, port, platform_pod, True), where
+            public = p["name"] == "metrics" or name == "gateway"
+            assert admits(objs, w, port, platform_pod, False) == public, where
+
+
+# -- docs/deploy.md -------------------------------------------------------------------
+def test_deploy_docs_state_the_production_choices() -> None:
+    """The fsync choice the NATS config makes, the autoscaling signals and their adapter rules."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    sync = conf_value(nats_conf(rendered("production")), "sync_interval")
+    assert f"sync_interval: {sync}" in text
+    hpa_metrics = hpas(rendered("production")).values()
+    for m in (m for h in hpa_metrics for m in custom_metrics(h)):
+        assert m[m["type"].lower()]["metric"]["name"] in text
+    assert str(ADAPTER_CONFIG.relative_to(ROOT)) in text
 
 
 # -- images and the Dockerfile -------------------------------------------------
@@ -1050,9 +1390,6 @@ def test_tiltfile_builds_every_dockerfile_target_with_its_context() -> None:
         )
         assert (ROOT / b.arg(1, "context") / b.kwargs["dockerfile"]).resolve() == DOCKERFILE
         only = b.kwargs["only"]
-        for path in only:
-            if not pending_path(path):
-                assert (ROOT / path).exists(), f"{target}: only={path} does not exist"
         for stage in df.deps(target):
             for inst in df.stages[stage].all("COPY"):
                 if "from" not in inst.flags:
@@ -1061,6 +1398,15 @@ def test_tiltfile_builds_every_dockerfile_target_with_its_context() -> None:
                         assert any(path == o or path.startswith(o + "/") for o in only), (
                             f"{target}: the build copies {path}, which only= leaves out"
                         )
+
+
+def test_tiltfile_names_only_paths_that_exist() -> None:
+    """Kustomizations, build contexts, `only` entries and synced folders: a rename fails here."""
+    paths = [c.args[0] for c in calls("kustomize")] + [c.args[0] for c in calls("sync")]
+    for b in calls("docker_build") + calls("docker_build_with_restart"):
+        paths += [b.arg(1, "context"), *b.kwargs["only"]]
+    missing = [p for p in paths if not pending_path(p) and not (ROOT / p).exists()]
+    assert not missing, f"the Tiltfile names paths that do not exist: {missing}"
 
 
 @pytest.mark.parametrize("service", SERVICES)
