@@ -50,7 +50,7 @@ class Tenant:
 async def new_tenant(platform: Platform, limits: Limits | None = None) -> Tenant:
     """A tenant of its own with a fresh key, once the gateway knows the key."""
     name = f"gw-{uuid.uuid4().hex[:8]}"
-    nc = await nats.connect(platform.nats_url)
+    nc = await nats.connect(platform.nats_servers)
     try:
         created = await KeyAdmin(nc.jetstream()).create_key(name, "e2e", limits)
     finally:
