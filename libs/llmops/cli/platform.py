@@ -244,4 +244,5 @@ def triton_spec(runtime: TritonRuntime, settings: CommonSettings) -> ProcessSpec
         runtime.env(),
         lambda: triton_ready(settings.triton_http_port),
         stop_timeout_s=20,
+        stop_last=True,  # the services finish their calls to it first
     )

@@ -29,6 +29,7 @@ class ProcessSpec:
     probe: Probe
     restart: bool = True  # restart when it exits on its own
     stop_timeout_s: float = 15.0
+    stop_last: bool = False  # stopped after the rest of its start group (what they call)
     cwd: str | None = None
 
 
@@ -100,6 +101,7 @@ class Supervisor:
         self._on_change = on_change or (lambda: None)
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._groups: list[list[str]] = []
         self.ready_s: dict[str, float] = {}  # seconds from its start until healthy
 
     def pids(self) -> dict[str, int | None]:
@@ -108,6 +110,7 @@ class Supervisor:
     async def start(self, groups: list[list[str]], timeout_s: float = 180.0) -> None:
         """Start the named processes group by group; each group must be healthy before the next."""
         by_name = {p.spec.name: p for p in self.processes}
+        self._groups = groups
         for group in groups:
             members = [by_name[n] for n in group]
             for p in members:
@@ -154,10 +157,18 @@ class Supervisor:
             self._on_change()
 
     async def stop(self) -> None:
-        """Stop in reverse start order: services first, NATS last (so they can drain)."""
+        """Stop group by group in reverse start order (services, then NATS, so they can
+        drain), each group's members at once; a `stop_last` one after the rest of its group."""
         self._stopping = True
-        for p in reversed(self.processes):
-            await p.stop()
+        by_name = {p.spec.name: p for p in self.processes}
+        grouped = {name for group in self._groups for name in group}
+        tiers = [[p for p in self.processes if p.spec.name not in grouped]]
+        for group in reversed(self._groups):
+            members = [by_name[n] for n in group]
+            tiers.append([p for p in members if not p.spec.stop_last])
+            tiers.append([p for p in members if p.spec.stop_last])
+        for tier in tiers:
+            await asyncio.gather(*(p.stop() for p in tier))
         for w in self._watchers:
             w.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
