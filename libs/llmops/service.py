@@ -119,7 +119,7 @@ class ServiceApp:
             batch_size=batch_size,
             linger_s=linger_s,
             max_deliver=self.settings.max_deliver,
-            ack_wait_s=consumer.ack_wait_s or self.settings.ack_wait_s,
+            ack_wait_s=consumer.redelivery_s(self.settings.ack_wait_s),
         )
         stage = Stage(
             consumer.durable, consumer, handler, lambda: self.js, opts, on_dead_letter, self._client

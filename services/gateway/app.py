@@ -122,7 +122,7 @@ def create_app(settings: GatewaySettings) -> ServiceApp:
     )
     prices = PriceBook()
     budgets = BudgetGuard(
-        settings.gateway_replicas, METERING_CONSUMER.ack_wait_s or settings.ack_wait_s
+        settings.gateway_replicas, METERING_CONSUMER.redelivery_s(settings.ack_wait_s)
     )
     pipeline = ChatPipeline(
         settings, prompts, recent, upstreams, exact_cache, limiter, events, prices, budgets, guard

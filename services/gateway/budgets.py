@@ -80,8 +80,8 @@ class BudgetGuard:
         ack_wait_s: float = 60.0,
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
-        """`ack_wait_s`: the bus's redelivery delay (`LLMOPS_ACK_WAIT_S`), which bounds how
-        late metering can count a request."""
+        """`ack_wait_s`: metering's redelivery delay, which bounds how late metering can
+        count a request (a replica that crashed holding it)."""
         self._replicas = replicas
         self._forget_after_s = ack_wait_s + FORGET_MARGIN_S
         self._clock = clock

@@ -160,7 +160,8 @@ class ChatPipeline:
                         record_cost(outcome.final.cost, call.request_id)
                         status, error = "OK", ""
                         emitted = True
-                        acked = self._emit(call, timer, arrived, outcome, status, error)
+                        event = self._record(call, timer, arrived, outcome, status, error)
+                        acked = self._events.value.emit_acked(INTERACTION_EVENTS, event)
                         await self._stored(acked, budget)
                     yield response
         except GatewayError as exc:
@@ -176,7 +177,8 @@ class ChatPipeline:
             request_span.set_attribute("llmops.status", status)
             request_span.end()
             if not emitted:
-                self._emit(call, timer, arrived, outcome, status, error)
+                event = self._record(call, timer, arrived, outcome, status, error)
+                self._events.value.emit(INTERACTION_EVENTS, event)
 
     async def _stored(self, acked: asyncio.Future[None], budget: _Budget) -> None:
         """Wait for JetStream's ack of an answered request's event (a stream leader being
@@ -596,7 +598,7 @@ class ChatPipeline:
         if self._background:
             await asyncio.wait(set(self._background), timeout=5.0)
 
-    def _emit(
+    def _record(
         self,
         call: Call,
         timer: RequestTimer,
@@ -604,7 +606,8 @@ class ChatPipeline:
         outcome: _Outcome,
         status: str,
         error: str,
-    ) -> asyncio.Future[None]:
+    ) -> events_pb2.InteractionEvent:
+        """The request's interaction event (the caller publishes it), metrics and log line."""
         final = outcome.final
         event = events_pb2.InteractionEvent(
             event_id=uuid.uuid4().hex,
@@ -649,7 +652,6 @@ class ChatPipeline:
             if checked.answer:
                 answer = "".join(checked.answer)
         apply_retention(event, self._settings.event_text, question, answer)
-        acked = self._events.value.emit_acked(INTERACTION_EVENTS, event)
         cache = gateway_pb2.CacheStatus.Name(final.cache).removeprefix("CACHE_STATUS_").lower()
         metrics.CHAT_REQUESTS.labels(call.api, status, cache).inc()
         metrics.GATEWAY_OVERHEAD.labels(call.api).observe(timer.overhead_ms / 1000)
@@ -669,7 +671,7 @@ class ChatPipeline:
             overhead_ms=round(timer.overhead_ms, 2),
             error=error or None,
         )
-        return acked
+        return event
 
 
 async def coalesced(

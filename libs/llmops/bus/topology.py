@@ -127,6 +127,10 @@ class Consumer:
     # alive by the stage's heartbeat, so a short one only hastens redelivery after a crash).
     ack_wait_s: float | None = None
 
+    def redelivery_s(self, default_s: float) -> float:
+        """Its redelivery delay: its own, else `default_s` (LLMOPS_ACK_WAIT_S)."""
+        return self.ack_wait_s or default_s
+
     @property
     def replay_prefix(self) -> str:
         return f"{REPLAY}.{self.stream.name.lower()}.{self.durable}"

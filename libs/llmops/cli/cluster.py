@@ -5,7 +5,7 @@ buckets, replicas of each service), on 127.0.0.1, so the fault test and
 bench/scaleout.py can kill things. Node and replica 1 keep the configured
 ports; the others take the next free ports above them.
 
-Per replica (docs/deploy.md#a-cluster-on-one-machine):
+Per replica (docs/scaleout.md#a-cluster-on-one-machine):
 - every client knows every replica (`LLMOPS_<SVC>_ADDR=ip:port,ip:port`, spread
   round-robin by gRPC) and every NATS node (`LLMOPS_NATS_URL=url,url,url`);
 - retrieval replicas are read replicas, each with its own Edge shards and
@@ -16,6 +16,7 @@ Per replica (docs/deploy.md#a-cluster-on-one-machine):
 from __future__ import annotations
 
 import socket
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -45,6 +46,12 @@ class PortPlan:
         while port in self._taken or not _free(port):
             port += 1
         return self.keep(port)
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """`nats://host:port` -> (host, port), NATS's defaults for what it leaves out."""
+    parsed = urllib.parse.urlsplit(url)
+    return parsed.hostname or "127.0.0.1", parsed.port or 4222
 
 
 def _free(port: int) -> bool:
@@ -77,12 +84,15 @@ class ClusterLayout:
     def nats_url(self) -> str:
         return ",".join(f"nats://{c.host}:{c.port}" for _, c in self.nats)
 
-    def address_book(self) -> dict[str, str]:
-        """`LLMOPS_<SVC>_ADDR` for every process: each service's replicas, comma separated."""
+    def addresses(self) -> dict[str, str]:
+        """Each service's replicas, comma separated (its address book entry)."""
         return {
-            f"LLMOPS_{name.upper()}_ADDR": ",".join(r.address for r in replicas)
-            for name, replicas in self.replicas.items()
+            name: ",".join(r.address for r in replicas) for name, replicas in self.replicas.items()
         }
+
+    def address_book(self) -> dict[str, str]:
+        """`LLMOPS_<SVC>_ADDR` for every process."""
+        return {f"LLMOPS_{name.upper()}_ADDR": a for name, a in self.addresses().items()}
 
 
 def cluster_layout(
@@ -96,10 +106,9 @@ def cluster_layout(
     """
     plan = PortPlan()
     data_dir = settings.data_dir.resolve()
-    first = nats_servers(settings.nats_url)[0]
-    host, client_port = first.rsplit("//", 1)[-1].rsplit(":", 1)
-    client_ports = [plan.keep(int(client_port))] + [
-        plan.near(int(client_port) + i) for i in range(1, NATS_NODES)
+    host, client_port = host_port(nats_servers(settings.nats_url)[0])
+    client_ports = [plan.keep(client_port)] + [
+        plan.near(client_port + i) for i in range(1, NATS_NODES)
     ]
     monitor_ports = [plan.keep(settings.nats_monitor_port)] + [
         plan.near(settings.nats_monitor_port + i) for i in range(1, NATS_NODES)

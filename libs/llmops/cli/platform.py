@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import time
-import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from llmops.processes import process_alive
 from llmops.settings import CommonSettings, port_of
 from llmops.triton import TritonRuntime, install_model_env, install_runtime, wait_ready
 
-from .cluster import NATS_NODES, ONE_WRITER, REPLICAS, Replica, cluster_layout
+from .cluster import NATS_NODES, ONE_WRITER, REPLICAS, Replica, cluster_layout, host_port
 from .supervisor import Probe, ProcessSpec
 
 SERVICES = (
@@ -70,14 +69,9 @@ class PlatformState:
         return process_alive(self.supervisor_pid)
 
 
-def _host_port(url: str) -> tuple[str, int]:
-    parsed = urllib.parse.urlsplit(url)
-    return parsed.hostname or "127.0.0.1", parsed.port or 4222
-
-
 async def nats_ready(url: str) -> bool:
     """NATS accepts connections."""
-    host, port = _host_port(url)
+    host, port = host_port(url)
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
     except (OSError, TimeoutError):
@@ -132,7 +126,7 @@ def platform_specs(settings: CommonSettings, cluster: bool = False) -> PlatformP
         layout = cluster_layout(settings, SERVICES, os.environ)
         nats_nodes = layout.nats
         nats_url = layout.nats_url
-        grpc = {name: ",".join(r.address for r in rs) for name, rs in layout.replicas.items()}
+        grpc = layout.addresses()
         env.update(
             LLMOPS_NATS_URL=nats_url,
             LLMOPS_JS_REPLICAS=str(NATS_NODES),
@@ -141,7 +135,7 @@ def platform_specs(settings: CommonSettings, cluster: bool = False) -> PlatformP
         )
         replicas = [r for rs in layout.replicas.values() for r in rs]
     else:
-        host, port = _host_port(settings.nats_url)
+        host, port = host_port(settings.nats_url)
         nats_url = settings.nats_url
         nats_nodes = [
             (
