@@ -105,6 +105,8 @@ def cluster_layout(
     `LLMOPS_<SVC>_METRICS_PORT` when set, else above its gRPC port + 1000).
     """
     plan = PortPlan()
+    for port in _configured_ports(settings, services, environ):
+        plan.keep(port)  # before any replica looks for a free port: these are free only until used
     data_dir = settings.data_dir.resolve()
     host, client_port = host_port(nats_servers(settings.nats_url)[0])
     client_ports = [plan.keep(client_port)] + [
@@ -140,8 +142,6 @@ def cluster_layout(
             env: dict[str, str] = {}
             if index == 1:
                 grpc_port = plan.keep(base)
-                if metrics_key in environ:
-                    plan.keep(int(environ[metrics_key]))
             else:
                 grpc_port = plan.near(base + step)
                 metrics = int(environ.get(metrics_key, base + 1000))
@@ -155,3 +155,24 @@ def cluster_layout(
             replicas.append(Replica(name, index, f"127.0.0.1:{grpc_port}", env))
         layout.replicas[name] = replicas
     return layout
+
+
+def _configured_ports(
+    settings: CommonSettings, services: tuple[str, ...], environ: Mapping[str, str]
+) -> list[int]:
+    """Every port the platform's first processes are configured with.
+
+    Nothing listens on them yet when the layout is made, so a replica looking for a
+    free port would otherwise be handed, say, the embedding service's metrics port.
+    """
+    ports = [
+        host_port(nats_servers(settings.nats_url)[0])[1],
+        settings.nats_monitor_port,
+        port_of(settings.gateway_http_addr),
+        port_of(settings.triton_grpc_addr),
+        settings.triton_http_port,
+        settings.triton_metrics_port,
+    ]
+    ports += [port_of(settings.service_addrs[name].split(",")[0]) for name in services]
+    keys = (f"LLMOPS_{name.upper()}_METRICS_PORT" for name in services)
+    return ports + [int(environ[key]) for key in keys if key in environ]
