@@ -11,7 +11,13 @@ import pytest
 from nats.js import JetStreamContext
 
 from llmops.bus.stage import Delivery, PoisonMessage, Stage, StageOptions, Unavailable
-from llmops.bus.topology import DOCS_INGEST, INGESTION_CONSUMER, ensure_topology
+from llmops.bus.topology import (
+    ANALYTICS_CONSUMER,
+    DOCS_INGEST,
+    INGESTION_CONSUMER,
+    METERING_CONSUMER,
+    ensure_topology,
+)
 from llmops.v1 import events_pb2
 from tests.support import nats_server
 
@@ -164,3 +170,12 @@ async def test_linger_fills_a_batch_up_to_its_size(js: JetStreamContext) -> None
     options = StageOptions(batch_size=10, linger_s=1.0, fetch_timeout_s=0.2)
     await run_stage(js, Sizes(lambda *_: None), [b"%d" % i for i in range(25)], 3.5, options)
     assert sizes == [10, 10, 5]
+
+
+def test_a_consumer_redelivers_sooner_than_the_setting_never_later() -> None:
+    # The event writers' batches come back within seconds of a crash...
+    assert METERING_CONSUMER.redelivery_s(60.0) == 5.0
+    assert ANALYTICS_CONSUMER.redelivery_s(60.0) == 10.0
+    # ...a stage without its own delay takes the setting, and a shorter setting wins.
+    assert INGESTION_CONSUMER.redelivery_s(60.0) == 60.0
+    assert ANALYTICS_CONSUMER.redelivery_s(3.0) == 3.0

@@ -123,13 +123,13 @@ class Consumer:
     durable: str
     filter_subject: str
     max_ack_pending: int = 20_000
-    # Its own redelivery delay, instead of LLMOPS_ACK_WAIT_S (a batch in hand is kept
-    # alive by the stage's heartbeat, so a short one only hastens redelivery after a crash).
+    # A redelivery delay shorter than LLMOPS_ACK_WAIT_S (a batch in hand is kept alive
+    # by the stage's heartbeat, so a short one only hastens redelivery after a crash).
     ack_wait_s: float | None = None
 
     def redelivery_s(self, default_s: float) -> float:
-        """Its redelivery delay: its own, else `default_s` (LLMOPS_ACK_WAIT_S)."""
-        return self.ack_wait_s or default_s
+        """Its redelivery delay: `default_s` (LLMOPS_ACK_WAIT_S), or its own if shorter."""
+        return min(self.ack_wait_s or default_s, default_s)
 
     @property
     def replay_prefix(self) -> str:
@@ -155,7 +155,9 @@ class Consumer:
 INGESTION_CONSUMER = Consumer(DOCS_IN_STREAM, "ingestion", "llmops.docs.*")
 EMBEDDING_CONSUMER = Consumer(PIPELINE_STREAM, "embedding", DOCS_CHUNKED)
 RETRIEVAL_CONSUMER = Consumer(PIPELINE_STREAM, "retrieval", DOCS_EMBEDDED)
-ANALYTICS_CONSUMER = Consumer(EVENTS_STREAM, "analytics", f"{EVENTS}.>")
+# What a killed or frozen writer held comes back to its successor within seconds: the
+# fault test once waited a minute (the default ack wait) for rows of answered requests.
+ANALYTICS_CONSUMER = Consumer(EVENTS_STREAM, "analytics", f"{EVENTS}.>", ack_wait_s=10.0)
 # Metering's counters remember the interactions they took above the ack floor: few,
 # as no more than one batch may be unacked. What a crashed metering replica had taken
 # comes back to another within seconds: until then gateways cannot see it in the spend.
