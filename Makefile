@@ -20,8 +20,9 @@ NODE_CLIENT := tests/node_client
 .PHONY: setup up down test lint proto bench clean tesseract
 
 # Two jobs: checkov's venv, the Node client and Tesseract install while .venv does (a fresh
-# setup ~1 minute sooner); each line of their output is printed whole.
-MAKEFLAGS += --jobs=2 --output-sync=line
+# setup ~1 minute sooner). Output is not synced: make would hold a command's output until
+# it ends, and pytest's progress would show only when the suite is over.
+MAKEFLAGS += --jobs=2
 
 ## setup: venv, dependencies (torch CPU first), generated code, model files, Triton and its models' venvs, the Node client's packages, Tesseract for scanned PDFs, checkov (its own venv) for the manifests
 setup: $(STAMP) proto $(MODEL_DIR)/llmops_model.json $(TINY_LLM_DIR)/tiny_llm.json $(GUARD_DIR)/classifiers.json .cache/triton/.installed $(TRITON_MODEL_ENVS) $(NODE_CLIENT)/node_modules/.installed tesseract .cache/checkov/.installed-3.3.30
