@@ -190,8 +190,24 @@ class ServiceApp:
             await self.grpc.set_serving(True)
 
     async def _start_after(self, stage: Stage) -> None:
+        """Start a gated stage once its gate opens, retrying until JetStream takes it.
+
+        Nothing awaits this task until stop, so a failure here would leave a ready
+        service that consumes nothing (seen: a new analytics writer whose consumer
+        update met a leader election, and held its lease for a minute doing nothing).
+        """
         await self._gates[stage]()
-        await stage.start()
+        delay = 0.2
+        while True:
+            try:
+                await stage.start()
+                return
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                log.warning("stage.start_failed", stage=stage.name, error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def stop(self) -> None:
         log.info("service.stopping")
