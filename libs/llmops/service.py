@@ -202,9 +202,7 @@ class ServiceApp:
             try:
                 await stage.start()
                 return
-            except (asyncio.CancelledError, KeyboardInterrupt):
-                raise
-            except Exception as exc:
+            except Exception as exc:  # not CancelledError: a stop still ends the wait
                 log.warning("stage.start_failed", stage=stage.name, error=repr(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -106,13 +106,11 @@ def cluster_layout(
     """
     plan = PortPlan()
     for port in _configured_ports(settings, services, environ):
-        plan.keep(port)  # before any replica looks for a free port: these are free only until used
+        plan.keep(port)  # here, before any replica looks: they are free only until used
     data_dir = settings.data_dir.resolve()
     host, client_port = host_port(nats_servers(settings.nats_url)[0])
-    client_ports = [plan.keep(client_port)] + [
-        plan.near(client_port + i) for i in range(1, NATS_NODES)
-    ]
-    monitor_ports = [plan.keep(settings.nats_monitor_port)] + [
+    client_ports = [client_port] + [plan.near(client_port + i) for i in range(1, NATS_NODES)]
+    monitor_ports = [settings.nats_monitor_port] + [
         plan.near(settings.nats_monitor_port + i) for i in range(1, NATS_NODES)
     ]
     route_ports = [plan.near(NATS_CLUSTER_PORT + i) for i in range(NATS_NODES)]
@@ -141,14 +139,14 @@ def cluster_layout(
             step = 100 * (index - 1)
             env: dict[str, str] = {}
             if index == 1:
-                grpc_port = plan.keep(base)
+                grpc_port = base
             else:
                 grpc_port = plan.near(base + step)
                 metrics = int(environ.get(metrics_key, base + 1000))
                 env[metrics_key] = str(plan.near(metrics + step))
             env["LLMOPS_GRPC_PORT"] = str(grpc_port)
             if name == "gateway":
-                port = plan.keep(http_port) if index == 1 else plan.near(http_port + index - 1)
+                port = http_port if index == 1 else plan.near(http_port + index - 1)
                 env["LLMOPS_GATEWAY_HTTP_ADDR"] = f"127.0.0.1:{port}"
             if name == "retrieval":
                 env["LLMOPS_RETRIEVAL_REPLICA"] = str(index)
